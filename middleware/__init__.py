@@ -1,0 +1,52 @@
+"""Observability-first middleware for the OpenAI Python SDK.
+
+``protect(client)`` wraps an ``openai.OpenAI`` or ``openai.AsyncOpenAI`` client: every chat
+completion, response and embedding call is estimated, admitted against requests- and
+tokens-per-minute limits, retried with backoff, streamed with stall detection and resumption,
+and observed (OpenTelemetry spans and metrics, Prometheus ``/metrics`` with exemplars).
+"""
+
+from ._version import __version__
+from .client import pipeline_of, protect
+from .config import Config, StreamConfig
+from .errors import (
+    AttemptRecord,
+    CheckpointNotFound,
+    CircuitOpenError,
+    ConfigError,
+    FileOperationError,
+    MiddlewareError,
+    PartialResult,
+    RequestTooLarge,
+    RetryAfterTooLong,
+    StreamInterrupted,
+    ThrottleTimeout,
+    attempt_history,
+)
+from .limits import LimitConfig
+from .retry import RetryConfig
+from .telemetry.setup import TelemetryHandle, setup_telemetry
+
+__all__ = [
+    "AttemptRecord",
+    "CheckpointNotFound",
+    "CircuitOpenError",
+    "Config",
+    "ConfigError",
+    "FileOperationError",
+    "LimitConfig",
+    "MiddlewareError",
+    "PartialResult",
+    "RequestTooLarge",
+    "RetryAfterTooLong",
+    "RetryConfig",
+    "StreamConfig",
+    "StreamInterrupted",
+    "TelemetryHandle",
+    "ThrottleTimeout",
+    "__version__",
+    "attempt_history",
+    "pipeline_of",
+    "protect",
+    "setup_telemetry",
+]

@@ -1,0 +1,5 @@
+"""python -m middleware"""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,63 @@
+"""The ``middleware`` command: demo, simulate, dashboards, stack, resume, files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ._version import __version__
+
+USAGE = """middleware <command> [options]
+
+commands:
+  demo        run the demo workload against the built-in simulator (or the real API with --live)
+  simulate    run the OpenAI-compatible simulator
+  dashboards  render the Grafana dashboards and Prometheus rules into deploy/
+  stack       run Prometheus and Alertmanager locally against the demo (up | down)
+  resume      resume an interrupted stream from its checkpoint: middleware resume ID
+  files       process files through the protected client: middleware files summarize DIR
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``middleware`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    if args[0] == "--version":
+        print(__version__)
+        return 0
+    command, rest = args[0], args[1:]
+    if command == "demo":
+        from .demo import main as demo_main
+
+        return demo_main(rest)
+    if command == "simulate":
+        from .simulator import main as sim_main
+
+        return sim_main(rest)
+    if command == "dashboards":
+        from dashboards import main as dash_main
+
+        return int(dash_main(rest) or 0)
+    if command == "stack":
+        from dashboards.stack import main as stack_main
+
+        return int(stack_main(rest) or 0)
+    if command == "resume":
+        from .streaming.resume_cli import main as resume_main
+
+        return resume_main(rest)
+    if command == "files":
+        from .files import files_cli_main
+
+        return files_cli_main(rest)
+    parser = argparse.ArgumentParser(prog="middleware", usage=USAGE)
+    parser.error(f"unknown command {command!r}")
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,296 @@
+"""``middleware demo``: a realistic mixed workload through a protected client, observed live.
+
+Without ``--live`` it starts the built-in simulator (in its own process) with limits that bind and a
+few injected faults, then runs short and long calls, streams, embeddings, Responses calls and a
+burst that hits the limits, for about a minute. It serves ``/metrics`` on 127.0.0.1, exports traces
+(a console summary, or OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set), shows live progress and
+ends with a summary table. With ``--live`` and ``OPENAI_API_KEY`` the same workload, scaled down,
+runs against the real API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+from prometheus_client import REGISTRY
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from . import Config, LimitConfig, RetryConfig, protect
+from .errors import MiddlewareError
+from .telemetry import names as n
+from .telemetry.setup import setup_telemetry
+
+SIM_MODEL = "gpt-4o-mini"
+LIVE_MODEL = "gpt-4o-mini"
+
+TOPICS = ("rate limits", "token buckets", "exponential backoff", "stream resumption", "exemplars",
+          "burn-rate alerts", "tiktoken", "circuit breakers", "atomic writes", "OpenTelemetry")
+
+
+@dataclass
+class Tally:
+    """What the demo's own workers saw (the summary also reads the middleware's metrics)."""
+
+    calls: int = 0
+    errors: int = 0
+    streams: int = 0
+    chunks: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def ok(self, kind: str, chunks: int = 0) -> None:
+        with self.lock:
+            self.calls += 1
+            self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+            if chunks:
+                self.streams += 1
+                self.chunks += chunks
+
+    def failed(self, kind: str, exc: BaseException) -> None:
+        with self.lock:
+            self.calls += 1
+            self.errors += 1
+            name = type(exc).__name__
+            self.error_kinds[name] = self.error_kinds.get(name, 0) + 1
+
+
+def _metric_sum(metric: n.MetricDef, **match: str) -> float:
+    """Sum of a metric's samples in the default registry whose labels match."""
+    total = 0.0
+    for family in REGISTRY.collect():
+        if family.name not in (metric.name, metric.name.removesuffix("_total")):
+            continue
+        for sample in family.samples:
+            wanted = metric.prom_name if metric.type != "histogram" else metric.name + "_sum"
+            if sample.name != wanted:
+                continue
+            if all(sample.labels.get(k) == v for k, v in match.items()):
+                total += sample.value
+    return total
+
+
+def _messages(rng: random.Random, long: bool) -> list[dict[str, str]]:
+    topic = rng.choice(TOPICS)
+    system = "You are a concise assistant for platform engineers."
+    if long:
+        system += " Context: " + " ".join(rng.choice(TOPICS) for _ in range(200))
+    return [{"role": "system", "content": system},
+            {"role": "user", "content": f"Explain {topic} in a few sentences."}]
+
+
+def _workload(client: openai.OpenAI, model: str, tally: Tally, stop: threading.Event, worker: int,
+              scale: float) -> None:
+    rng = random.Random(worker)
+    kinds: list[tuple[str, Callable[[], int]]] = []
+
+    def chat_short() -> int:
+        client.chat.completions.create(model=model, messages=_messages(rng, False), max_tokens=int(120 * scale))
+        return 0
+
+    def chat_long() -> int:
+        client.chat.completions.create(model=model, messages=_messages(rng, True), max_tokens=int(400 * scale))
+        return 0
+
+    def chat_stream() -> int:
+        chunks = 0
+        with client.chat.completions.create(model=model, messages=_messages(rng, False),
+                                            max_tokens=int(300 * scale), stream=True) as stream:
+            for _ in stream:
+                chunks += 1
+        return chunks
+
+    def responses_call() -> int:
+        client.responses.create(model=model, input=f"Summarise {rng.choice(TOPICS)}.",
+                                max_output_tokens=int(150 * scale))
+        return 0
+
+    def embeddings() -> int:
+        client.embeddings.create(model="text-embedding-3-small", input=[rng.choice(TOPICS) for _ in range(4)])
+        return 0
+
+    kinds = [("chat", chat_short), ("chat", chat_short), ("chat-long", chat_long), ("stream", chat_stream),
+             ("stream", chat_stream), ("responses", responses_call), ("embeddings", embeddings)]
+    while not stop.is_set():
+        kind, fn = rng.choice(kinds)
+        try:
+            chunks = fn()
+            tally.ok(kind, chunks)
+        except (openai.OpenAIError, MiddlewareError) as exc:
+            tally.failed(kind, exc)
+
+
+def _burst(client: openai.OpenAI, model: str, tally: Tally, size: int) -> None:
+    """Many calls at once: the limiter makes them wait instead of collecting 429s."""
+    threads = []
+    rng = random.Random(99)
+
+    def one() -> None:
+        try:
+            client.chat.completions.create(model=model, messages=_messages(rng, True), max_tokens=300)
+            tally.ok("burst")
+        except (openai.OpenAIError, MiddlewareError) as exc:
+            tally.failed("burst", exc)
+
+    for _ in range(size):
+        t = threading.Thread(target=one, daemon=True)
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join(timeout=120)
+
+
+def _status_table(tally: Tally, started: float, metrics_url: str) -> Table:
+    table = Table(title=f"middleware demo — {time.monotonic() - started:5.1f}s — metrics at {metrics_url}")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("calls", str(tally.calls))
+    table.add_row("errors seen by the caller", str(tally.errors))
+    table.add_row("streams / chunks", f"{tally.streams} / {tally.chunks}")
+    table.add_row("throttled (waited)", f"{_metric_sum(n.THROTTLE_DECISIONS, decision='waited'):.0f}")
+    table.add_row("retries", f"{_metric_sum(n.ATTEMPTS) - _metric_sum(n.ATTEMPTS, outcome='success') :.0f}")
+    table.add_row("429s received", f"{_metric_sum(n.RATE_LIMITED_RESPONSES):.0f}")
+    return table
+
+
+def summary_table(tally: Tally, elapsed: float, sim_stats: dict[str, Any] | None, span_stats: Any) -> Table:
+    """The final summary: calls, tokens, throttled waits, retries, streams, errors."""
+    table = Table(title=f"Summary after {elapsed:.1f}s")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    attempts = _metric_sum(n.ATTEMPTS)
+    successes = _metric_sum(n.ATTEMPTS, outcome="success")
+    rows = [
+        ("calls made", f"{tally.calls}"),
+        ("calls by kind", ", ".join(f"{k}={v}" for k, v in sorted(tally.by_kind.items()))),
+        ("errors seen by the caller", f"{tally.errors} {dict(tally.error_kinds) if tally.error_kinds else ''}"),
+        ("input tokens (reported)", f"{_metric_sum(n.TOKEN_USAGE, token_type='input'):.0f}"),
+        ("output tokens (reported)", f"{_metric_sum(n.TOKEN_USAGE, token_type='output'):.0f}"),
+        ("throttle decisions: admitted / waited",
+         f"{_metric_sum(n.THROTTLE_DECISIONS, decision='admitted'):.0f} / "
+         f"{_metric_sum(n.THROTTLE_DECISIONS, decision='waited'):.0f}"),
+        ("seconds waited in the limiter", f"{_metric_sum(n.THROTTLE_WAIT):.1f}"),
+        ("HTTP attempts / retries", f"{attempts:.0f} / {attempts - successes:.0f}"),
+        ("429s received", f"{_metric_sum(n.RATE_LIMITED_RESPONSES):.0f}"),
+        ("streams / chunks", f"{tally.streams} / {tally.chunks}"),
+        ("stream interruptions / resumptions",
+         f"{_metric_sum(n.STREAM_INTERRUPTIONS):.0f} / {_metric_sum(n.STREAM_RESUMPTIONS):.0f}"),
+    ]
+    if span_stats is not None:
+        rows.append(("spans finished", f"{span_stats.finished}"))
+        for seconds, name, trace_id in span_stats.slowest[:3]:
+            rows.append((f"slow trace: {name}", f"{seconds:.2f}s trace_id={trace_id}"))
+    if sim_stats:
+        rows.append(("simulator: admitted / refused (429)",
+                     f"{sim_stats.get('admitted', '?')} / {sim_stats.get('refused_total', sim_stats.get('refused', '?'))}"))
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line options of ``middleware demo``."""
+    p = argparse.ArgumentParser(prog="middleware demo", description=__doc__)
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of workload (default 60)")
+    p.add_argument("--workers", type=int, default=6)
+    p.add_argument("--metrics-port", type=int, default=9464, help="/metrics port on 127.0.0.1 (0: any free port)")
+    p.add_argument("--live", action="store_true", help="run against the real API (needs OPENAI_API_KEY)")
+    p.add_argument("--no-progress", action="store_true", help="no live display (for logs and CI)")
+    p.add_argument("--window", type=float, default=10.0, help="simulator rate-limit window in seconds")
+    p.add_argument("--rpm", type=int, default=60, help="simulator requests per window")
+    p.add_argument("--tpm", type=int, default=40_000, help="simulator tokens per window")
+    return p
+
+
+def _start_simulator(args: argparse.Namespace) -> Any:
+    from .simulator import SimulatorConfig, start_subprocess
+
+    config = SimulatorConfig(
+        rpm=args.rpm, tpm=args.tpm, window_s=args.window, ttft_s=0.05, tokens_per_s=400.0, jitter=0.2,
+        fault_rates={"status=503": 0.03, "status=500": 0.02},
+    )
+    return start_subprocess(config)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo; returns 0 when the workload completed without errors reaching the caller."""
+    args = build_parser().parse_args(argv)
+    console = Console()
+    live = args.live
+    if live and not os.environ.get("OPENAI_API_KEY"):
+        console.print("[red]--live needs OPENAI_API_KEY[/red]")
+        return 2
+    telemetry = setup_telemetry(metrics_port=args.metrics_port, span_stats=True)
+    metrics_url = f"http://127.0.0.1:{telemetry.metrics_port}/metrics"
+    sim = None
+    try:
+        if live:
+            raw = openai.OpenAI()
+            model, scale, workers = LIVE_MODEL, 0.25, max(1, args.workers // 3)
+            config = Config()
+        else:
+            sim = _start_simulator(args)
+            raw = openai.OpenAI(api_key="sk-demo-not-a-real-key", base_url=sim.base_url)
+            model, scale, workers = SIM_MODEL, 1.0, args.workers
+            # Nothing configured about the limits: the middleware learns them from the headers.
+            config = Config(limits=LimitConfig(max_wait_seconds=120.0), retry=RetryConfig(max_attempts=6))
+        client = protect(raw, config)
+        console.print(f"[bold]middleware demo[/bold]: {'real API' if live else 'simulator at ' + sim.base_url}, "
+                      f"{workers} workers for {args.duration:.0f}s; Prometheus metrics at {metrics_url}")
+        if telemetry.otlp_endpoint:
+            console.print(f"traces exported over OTLP to {telemetry.otlp_endpoint}")
+        tally = Tally()
+        stop = threading.Event()
+        started = time.monotonic()
+        threads = [threading.Thread(target=_workload, args=(client, model, tally, stop, i, scale), daemon=True)
+                   for i in range(workers)]
+        for t in threads:
+            t.start()
+        burst_at = started + args.duration * 0.4
+        burst_done = False
+
+        def tick() -> None:
+            nonlocal burst_done
+            if not burst_done and time.monotonic() >= burst_at:
+                burst_done = True
+                threading.Thread(target=_burst, args=(client, model, tally, 30 if not live else 5),
+                                 daemon=True).start()
+
+        if args.no_progress:
+            while time.monotonic() - started < args.duration:
+                tick()
+                time.sleep(0.25)
+        else:
+            with Live(_status_table(tally, started, metrics_url), console=console, refresh_per_second=4) as view:
+                while time.monotonic() - started < args.duration:
+                    tick()
+                    time.sleep(0.25)
+                    view.update(_status_table(tally, started, metrics_url))
+        stop.set()
+        for t in threads:
+            t.join(timeout=120)
+        elapsed = time.monotonic() - started
+        sim_stats = None
+        if sim is not None:
+            try:
+                sim_stats = sim.stats()
+            except Exception:
+                sim_stats = None
+        if telemetry.tracer_provider is not None and hasattr(telemetry.tracer_provider, "force_flush"):
+            telemetry.tracer_provider.force_flush()
+        console.print(summary_table(tally, elapsed, sim_stats, telemetry.span_stats))
+        return 0 if tally.errors == 0 else 1
+    finally:
+        if sim is not None:
+            sim.stop()
+        telemetry.shutdown()

@@ -1,0 +1,1 @@
+"""Streaming: the stream guard, forced streaming, resumption and checkpoints."""

@@ -1,0 +1,1 @@
+"""Telemetry: names, the Recorder, and the optional setup of providers and exporters."""

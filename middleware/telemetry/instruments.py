@@ -1,0 +1,129 @@
+"""Metric instruments: each :class:`MetricDef` as a prometheus_client metric and an OTel instrument.
+
+The Prometheus side lives in a registry of our own choosing (the default registry unless told
+otherwise) so that ``/metrics`` can expose it in OpenMetrics format with exemplars. The OTel side
+goes through the *global* meter provider: an application that configured its own provider sees
+our metrics in its pipeline; without one the OTel calls are cheap no-ops.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import metrics as otel_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from . import names
+
+log = logging.getLogger("middleware.telemetry")
+
+_PROM_CACHE: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, Any]] = weakref.WeakKeyDictionary()
+_PROM_LOCK = threading.Lock()
+
+
+def _prometheus_metric(registry: CollectorRegistry, m: names.MetricDef) -> Any:
+    """One prometheus_client metric per (registry, name): created once, shared by every recorder."""
+    with _PROM_LOCK:
+        per_registry = _PROM_CACHE.setdefault(registry, {})
+        existing = per_registry.get(m.name)
+        if existing is not None:
+            return existing
+        unit_doc = f" Unit: {m.unit}." if m.unit else ""
+        doc = m.help + unit_doc
+        metric: Any
+        if m.type == "counter":
+            metric = Counter(m.name, doc, m.labels, registry=registry)
+        elif m.type == "histogram":
+            metric = Histogram(m.name, doc, m.labels, registry=registry, buckets=m.buckets)
+        else:
+            metric = Gauge(m.name, doc, m.labels, registry=registry, multiprocess_mode="livesum")
+        per_registry[m.name] = metric
+        return metric
+
+
+def _otel_attributes(labels: tuple[str, ...], values: tuple[str, ...]) -> dict[str, str]:
+    return {names.OTEL_ATTRIBUTE_FOR_LABEL.get(k, f"llm_middleware.{k}"): v for k, v in zip(labels, values)}
+
+
+class Instrument:
+    """One metric on both sides. Label children and OTel attribute dicts are cached per label tuple."""
+
+    __slots__ = ("_attrs", "_children", "_otel", "_prom", "definition")
+
+    def __init__(self, definition: names.MetricDef, registry: CollectorRegistry, meter: otel_metrics.Meter) -> None:
+        self.definition = definition
+        self._prom = _prometheus_metric(registry, definition)
+        self._children: dict[tuple[str, ...], Any] = {}
+        self._attrs: dict[tuple[str, ...], Mapping[str, str]] = {}
+        name = definition.instrument_name
+        unit = definition.unit
+        if definition.type == "counter":
+            self._otel: Any = meter.create_counter(name, unit=unit, description=definition.help)
+        elif definition.type == "histogram":
+            self._otel = meter.create_histogram(
+                name, unit=unit, description=definition.help,
+                explicit_bucket_boundaries_advisory=[float(b) for b in definition.buckets],
+            )
+        else:
+            self._otel = meter.create_gauge(name, unit=unit, description=definition.help)
+
+    def _child(self, values: tuple[str, ...]) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._prom.labels(*values) if values else self._prom
+            self._children[values] = child
+            self._attrs[values] = _otel_attributes(self.definition.labels, values)
+        return child
+
+    def add(self, values: tuple[str, ...], amount: float = 1.0, exemplar: dict[str, str] | None = None) -> None:
+        """Counter increment."""
+        child = self._child(values)
+        if exemplar:
+            child.inc(amount, exemplar)
+        else:
+            child.inc(amount)
+        self._otel.add(amount, self._attrs[values])
+
+    def observe(self, values: tuple[str, ...], amount: float, exemplar: dict[str, str] | None = None) -> None:
+        """Histogram observation (with a trace-id exemplar when given)."""
+        child = self._child(values)
+        if exemplar:
+            child.observe(amount, exemplar)
+        else:
+            child.observe(amount)
+        self._otel.record(amount, self._attrs[values])
+
+    def observe_many(self, values: tuple[str, ...], amounts: list[float]) -> None:
+        """Several histogram observations for one label set (stream chunk gaps)."""
+        child = self._child(values)
+        attrs = self._attrs[values]
+        record = self._otel.record
+        observe = child.observe
+        for a in amounts:
+            observe(a)
+            record(a, attrs)
+
+    def set(self, values: tuple[str, ...], value: float) -> None:
+        """Gauge set."""
+        self._child(values).set(value)
+        self._otel.set(value, self._attrs[values])
+
+    def delta(self, values: tuple[str, ...], amount: float) -> None:
+        """Gauge increment or decrement; the OTel gauge is set to the resulting value."""
+        child = self._child(values)
+        child.inc(amount)
+        self._otel.set(child._value.get(), self._attrs[values])
+
+
+class Instruments:
+    """All instruments of the names module, by MetricDef name."""
+
+    def __init__(self, registry: CollectorRegistry, meter: otel_metrics.Meter) -> None:
+        self.by_name: dict[str, Instrument] = {m.name: Instrument(m, registry, meter) for m in names.ALL_METRICS}
+
+    def __getitem__(self, m: names.MetricDef) -> Instrument:
+        return self.by_name[m.name]

@@ -1,0 +1,515 @@
+"""The Recorder: the only object that touches OpenTelemetry and prometheus_client.
+
+Pipeline stages report domain events (``throttled``, ``attempt_finished``, ``stream_chunks`` ...);
+the recorder turns each into a span event or span and metric samples, once, reaching both the
+Prometheus exposition and the OTel pipeline. Every public method is guarded: a telemetry failure
+is counted and logged once and never raises into the call.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, ParamSpec, TypeVar
+
+from opentelemetry import metrics as otel_metrics
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from .._version import __version__
+from ..context import CallContext
+from . import names as n
+from .instruments import Instruments
+
+log = logging.getLogger("middleware.telemetry")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+# Events kept free on every call span for estimate, throttle, backoff, stall, resume and summary events.
+RESERVED_SPAN_EVENTS = 16
+
+
+def _guarded(default: Any = None) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorator: swallow and count any exception raised by a recorder method."""
+
+    def wrap(fn: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fn)
+        def inner(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                recorder = args[0]
+                if isinstance(recorder, Recorder):
+                    recorder.telemetry_error(fn.__name__, exc)
+                return default  # type: ignore[no-any-return]
+
+        return inner
+
+    return wrap
+
+
+class ModelLabels:
+    """Folds model names into a bounded label set: beyond ``cap`` distinct models, ``other``."""
+
+    def __init__(self, cap: int = 50) -> None:
+        self.cap = cap
+        self._known: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self.folded = 0
+
+    def label(self, model: str) -> str:
+        """The label value for a model name."""
+        known = self._known.get(model)
+        if known is not None:
+            return known
+        with self._lock:
+            if model in self._known:
+                return self._known[model]
+            clean = model.strip()[:64] or "unknown"
+            if len(self._known) >= self.cap:
+                self.folded += 1
+                return n.OTHER_MODEL
+            self._known[model] = clean
+            return clean
+
+
+class Recorder:
+    """Domain-level telemetry for every stage of the pipeline and its components."""
+
+    def __init__(
+        self,
+        *,
+        registry: CollectorRegistry | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: otel_metrics.MeterProvider | None = None,
+        capture_content: bool | None = None,
+        model_label_cap: int = 50,
+        max_chunk_events: int | None = None,
+    ) -> None:
+        self.registry = registry if registry is not None else REGISTRY
+        self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("middleware", __version__)
+        meter = (meter_provider or otel_metrics.get_meter_provider()).get_meter("middleware", __version__)
+        self.m = Instruments(self.registry, meter)
+        if capture_content is None:
+            capture_content = os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() in ("1", "true", "yes")
+        self.capture_content = capture_content
+        self.models = ModelLabels(model_label_cap)
+        self._max_chunk_events = max_chunk_events
+        self._warned: set[str] = set()
+        self.telemetry_errors = 0
+
+    # ------------------------------------------------------------------ plumbing
+    def telemetry_error(self, component: str, exc: BaseException | None = None) -> None:
+        """Count a telemetry failure and log it once per component."""
+        self.telemetry_errors += 1
+        try:
+            self.m[n.TELEMETRY_ERRORS].add((component,))
+        except Exception:
+            pass
+        if component not in self._warned:
+            self._warned.add(component)
+            log.warning("telemetry failure in %s (further ones are counted, not logged): %r", component, exc)
+
+    def model_label(self, model: str) -> str:
+        """Bounded label value for a model."""
+        before = self.models.folded
+        label = self.models.label(model)
+        if self.models.folded != before:
+            self.m[n.MODELS_FOLDED].add(())
+        return label
+
+    def _chunk_event_limit(self, ctx: CallContext) -> int:
+        if self._max_chunk_events is not None:
+            return self._max_chunk_events
+        limits = getattr(ctx.span, "_limits", None)
+        max_events = getattr(limits, "max_events", None)
+        if isinstance(max_events, int) and max_events > 0:
+            return max(0, max_events - RESERVED_SPAN_EVENTS)
+        return 0
+
+    @staticmethod
+    def _exemplar(ctx: CallContext) -> dict[str, str] | None:
+        return {"trace_id": ctx.trace_id} if ctx.trace_id else None
+
+    # ------------------------------------------------------------------ call lifecycle
+    def start_call(
+        self,
+        operation: str,
+        route: str,
+        model: str,
+        body: dict[str, Any],
+        *,
+        stream: bool,
+        server_address: str | None = None,
+        server_port: int | None = None,
+    ) -> CallContext:
+        """Open the call span ``{operation} {model}`` (kind CLIENT) and return the call's context."""
+        attributes: dict[str, Any] = {
+            n.A_OPERATION: operation,
+            n.A_PROVIDER: n.PROVIDER_NAME,
+            n.A_REQUEST_MODEL: model,
+            n.A_REQUEST_STREAM: stream,
+        }
+        if server_address:
+            attributes[n.A_SERVER_ADDRESS] = server_address
+        if server_port:
+            attributes[n.A_SERVER_PORT] = server_port
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
+        if isinstance(max_tokens, int):
+            attributes[n.A_REQUEST_MAX_TOKENS] = max_tokens
+        try:
+            span = self.tracer.start_span(
+                n.SPAN_CALL.format(operation=operation, model=model), kind=SpanKind.CLIENT, attributes=attributes
+            )
+        except Exception as exc:  # a broken tracer provider must not break the call
+            self.telemetry_error("tracer", exc)
+            span = trace.INVALID_SPAN
+        label = self.model_label(model)
+        ctx = CallContext(
+            operation=operation, route=route, model=model, model_label=label, body=body, stream=stream, span=span
+        )
+        sc = span.get_span_context()
+        if sc.is_valid and sc.trace_flags.sampled:
+            ctx.trace_id = format(sc.trace_id, "032x")
+        if self.capture_content:
+            self._capture_input(ctx)
+        self._inflight(operation, 1)
+        return ctx
+
+    @_guarded()
+    def _inflight(self, operation: str, delta: int) -> None:
+        self.m[n.INFLIGHT].delta((operation,), delta)
+
+    @_guarded()
+    def _capture_input(self, ctx: CallContext) -> None:
+        content = ctx.body.get("messages") or ctx.body.get("input")
+        if content is not None:
+            ctx.span.set_attribute(n.A_INPUT_MESSAGES, json.dumps(content, default=str)[:65536])
+
+    @_guarded()
+    def estimate(self, ctx: CallContext, estimate: Any) -> None:
+        """The token estimate made before the call (a span event and metrics)."""
+        ctx.estimate = estimate
+        attrs: dict[str, Any] = {
+            n.A_ESTIMATOR: estimate.estimator,
+            n.A_EST_PROMPT_TOKENS: estimate.prompt_tokens,
+        }
+        if estimate.max_output_tokens is not None:
+            attrs[n.A_EST_MAX_OUTPUT_TOKENS] = estimate.max_output_tokens
+        if estimate.predicted_output_tokens is not None:
+            attrs[n.A_EST_PREDICTED_OUTPUT_TOKENS] = estimate.predicted_output_tokens
+        ctx.span.add_event(n.E_ESTIMATE, attrs)
+        model = ctx.model_label
+        self.m[n.TOKEN_ESTIMATES].add((model, ctx.operation, estimate.estimator))
+        hist = self.m[n.ESTIMATED_TOKENS]
+        hist.observe((model, n.TOKEN_INPUT, "prompt"), estimate.prompt_tokens)
+        if estimate.max_output_tokens is not None:
+            hist.observe((model, n.TOKEN_OUTPUT, "max_output"), estimate.max_output_tokens)
+        if estimate.predicted_output_tokens is not None:
+            hist.observe((model, n.TOKEN_OUTPUT, "predicted_output"), estimate.predicted_output_tokens)
+
+    @_guarded()
+    def throttled(self, ctx: CallContext, *, decision: str, reason: str, wait_seconds: float, tokens: int) -> None:
+        """A limiter decision for this call: admitted at once, waited, or refused."""
+        ctx.span.add_event(n.E_THROTTLE, {
+            n.A_DECISION: decision, n.A_REASON: reason, n.A_WAIT_SECONDS: wait_seconds, n.A_RESERVED_TOKENS: tokens,
+        })
+        self.m[n.THROTTLE_DECISIONS].add((ctx.model_label, decision, reason))
+        if decision != "refused":
+            self.m[n.THROTTLE_WAIT].observe((ctx.model_label,), wait_seconds, self._exemplar(ctx))
+            self.m[n.TOKENS_RESERVED].add((ctx.model_label,), tokens)
+
+    def start_attempt(self, ctx: CallContext, attempt: int) -> trace.Span:
+        """Open the child span of one HTTP attempt (``http.request.resend_count`` = attempt - 1)."""
+        try:
+            parent = trace.set_span_in_context(ctx.span)
+            attributes: dict[str, Any] = {
+                n.A_HTTP_METHOD: "POST", n.A_URL_TEMPLATE: ctx.route, n.A_ATTEMPT: attempt,
+            }
+            if attempt > 1:
+                attributes[n.A_HTTP_RESEND_COUNT] = attempt - 1
+            return self.tracer.start_span(
+                n.SPAN_ATTEMPT.format(method="POST", route=ctx.route), context=parent, kind=SpanKind.CLIENT,
+                attributes=attributes,
+            )
+        except Exception as exc:
+            self.telemetry_error("start_attempt", exc)
+            return trace.INVALID_SPAN
+
+    @_guarded()
+    def end_attempt(
+        self,
+        ctx: CallContext,
+        span: trace.Span,
+        *,
+        outcome: str,
+        reason: str,
+        status: int | None = None,
+        error_type: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        """Close an attempt span with its outcome and count the attempt."""
+        if status is not None:
+            span.set_attribute(n.A_HTTP_STATUS, status)
+        if request_id:
+            span.set_attribute(n.A_UPSTREAM_REQUEST_ID, request_id)
+        span.set_attribute(n.A_REASON, reason)
+        if outcome != "success":
+            span.set_attribute(n.A_ERROR_TYPE, error_type or reason)
+            span.set_status(Status(StatusCode.ERROR, reason))
+        span.end()
+        self.m[n.ATTEMPTS].add((ctx.model_label, ctx.operation, outcome, reason))
+
+    @_guarded()
+    def backoff(self, ctx: CallContext, *, attempt: int, delay_seconds: float, reason: str) -> None:
+        """A backoff slept before the next attempt."""
+        ctx.span.add_event(n.E_BACKOFF, {n.A_ATTEMPT: attempt, n.A_DELAY_SECONDS: delay_seconds, n.A_REASON: reason})
+        self.m[n.BACKOFF].observe((ctx.model_label, reason), delay_seconds)
+
+    @_guarded()
+    def rate_limited_response(self, ctx: CallContext, resource: str) -> None:
+        """A 429 rate-limit response came back from upstream."""
+        self.m[n.RATE_LIMITED_RESPONSES].add((ctx.model_label, resource))
+
+    @_guarded()
+    def settled(self, ctx: CallContext, tokens: int) -> None:
+        """The limiter settled this call's reservation at ``tokens``."""
+        self.m[n.TOKENS_SETTLED].add((ctx.model_label,), tokens)
+
+    @_guarded()
+    def end_call(self, ctx: CallContext, error: BaseException | None = None, *, error_type: str | None = None) -> None:
+        """Finish the call exactly once: duration, usage, outcome, estimate error, span status and end."""
+        if ctx.ended:
+            return
+        ctx.ended = True
+        duration = ctx.elapsed
+        span = ctx.span
+        model = ctx.model_label
+        exemplar = self._exemplar(ctx)
+        etype = ""
+        if error is not None or error_type is not None:
+            etype = error_type or type(error).__name__
+        if ctx.response_model:
+            span.set_attribute(n.A_RESPONSE_MODEL, ctx.response_model)
+        if ctx.response_id:
+            span.set_attribute(n.A_RESPONSE_ID, ctx.response_id)
+        if ctx.finish_reasons:
+            span.set_attribute(n.A_FINISH_REASONS, ctx.finish_reasons)
+        if ctx.history:
+            span.set_attribute(n.A_ATTEMPTS, len(ctx.history))
+        usage = self.m[n.TOKEN_USAGE]
+        if ctx.input_tokens is not None:
+            span.set_attribute(n.A_USAGE_INPUT, ctx.input_tokens)
+            usage.observe((model, ctx.operation, n.TOKEN_INPUT), ctx.input_tokens, exemplar)
+        if ctx.output_tokens is not None:
+            span.set_attribute(n.A_USAGE_OUTPUT, ctx.output_tokens)
+            usage.observe((model, ctx.operation, n.TOKEN_OUTPUT), ctx.output_tokens, exemplar)
+        self._estimate_error(ctx)
+        if self.capture_content and ctx.output_text is not None:
+            span.set_attribute(n.A_OUTPUT_MESSAGES, ctx.output_text[:65536])
+        self.m[n.OPERATION_DURATION].observe((model, ctx.operation, etype), duration, exemplar)
+        self.m[n.REQUESTS].add(
+            (model, ctx.operation, n.OUTCOME_ERROR if etype else n.OUTCOME_SUCCESS, etype), 1.0, exemplar
+        )
+        if etype:
+            span.set_attribute(n.A_ERROR_TYPE, etype)
+            span.set_status(Status(StatusCode.ERROR, str(error)[:200] if error is not None else etype))
+            if error is not None:
+                span.record_exception(error)
+        span.end()
+        self._inflight(ctx.operation, -1)
+
+    def _estimate_error(self, ctx: CallContext) -> None:
+        est = ctx.estimate
+        if est is None:
+            return
+        model = ctx.model_label
+        hist = self.m[n.ESTIMATE_ERROR]
+        bias = self.m[n.ESTIMATE_BIAS_TOKENS]
+        if ctx.input_tokens:
+            hist.observe((model, n.TOKEN_INPUT), abs(est.prompt_tokens - ctx.input_tokens) / ctx.input_tokens)
+            bias.add((model, n.TOKEN_INPUT, "estimated"), est.prompt_tokens)
+            bias.add((model, n.TOKEN_INPUT, "actual"), ctx.input_tokens)
+        if ctx.output_tokens and est.predicted_output_tokens is not None:
+            predicted = est.predicted_output_tokens
+            hist.observe((model, n.TOKEN_OUTPUT), abs(predicted - ctx.output_tokens) / ctx.output_tokens)
+            bias.add((model, n.TOKEN_OUTPUT, "estimated"), predicted)
+            bias.add((model, n.TOKEN_OUTPUT, "actual"), ctx.output_tokens)
+
+    # ------------------------------------------------------------------ streams
+    @_guarded()
+    def stream_opened(self, ctx: CallContext) -> None:
+        """A stream's body started (the response headers arrived)."""
+        self.m[n.STREAMS_ACTIVE].delta((ctx.operation,), 1)
+
+    @_guarded()
+    def first_chunk(self, ctx: CallContext, at: float) -> None:
+        """Time to first chunk."""
+        ctx.first_chunk_at = at
+        ttfc = at - ctx.started
+        ctx.span.set_attribute(n.A_TTFC, ttfc)
+        self.m[n.TIME_TO_FIRST_CHUNK].observe((ctx.model_label, ctx.operation), ttfc, self._exemplar(ctx))
+
+    def chunk_event(self, ctx: CallContext, index: int, at: float) -> bool:
+        """Add a span event for one chunk while under the span's event limit; False once over it."""
+        if ctx.chunk_events >= self._chunk_event_limit(ctx):
+            return False
+        try:
+            ctx.span.add_event(n.E_CHUNK, {n.A_CHUNK_INDEX: index}, timestamp=None)
+            ctx.chunk_events += 1
+            return True
+        except Exception as exc:
+            self.telemetry_error("chunk_event", exc)
+            return False
+
+    @_guarded()
+    def stream_chunks(self, ctx: CallContext, count: int, gaps: list[float]) -> None:
+        """A batch of chunks (flushed by the stream guard): the chunk counter and the inter-chunk gaps."""
+        labels = (ctx.model_label, ctx.operation)
+        if count:
+            self.m[n.STREAM_CHUNKS].add(labels, count)
+        if gaps:
+            self.m[n.TIME_PER_OUTPUT_CHUNK].observe_many(labels, gaps)
+
+    @_guarded()
+    def stream_closed(self, ctx: CallContext, state: str) -> None:
+        """The stream ended (completed, error, closed_early, abandoned): summary event and metrics."""
+        labels = (ctx.model_label, ctx.operation)
+        dropped = max(0, ctx.chunks - ctx.chunk_events)
+        ctx.span.add_event(n.E_STREAM_SUMMARY, {
+            n.A_CHUNKS: ctx.chunks, n.A_CHUNKS_DROPPED: dropped, n.A_STREAM_END: state,
+        })
+        ctx.span.set_attribute(n.A_STREAM_END, state)
+        ctx.span.set_attribute(n.A_CHUNKS, ctx.chunks)
+        duration = ctx.elapsed
+        self.m[n.STREAM_DURATION].observe(labels, duration, self._exemplar(ctx))
+        self.m[n.STREAM_ENDS].add((ctx.model_label, ctx.operation, state))
+        if ctx.first_chunk_at is not None and ctx.output_tokens:
+            generating = time.monotonic() - ctx.first_chunk_at
+            if generating > 0:
+                self.m[n.STREAM_THROUGHPUT].observe(labels, ctx.output_tokens / generating)
+        self.m[n.STREAMS_ACTIVE].delta((ctx.operation,), -1)
+
+    @_guarded()
+    def stall(self, ctx: CallContext, idle_seconds: float) -> None:
+        """No chunk for longer than the stall timeout."""
+        ctx.span.add_event(n.E_STALL, {n.A_WAIT_SECONDS: idle_seconds})
+        self.m[n.STREAM_STALLS].add((ctx.model_label,))
+
+    @_guarded()
+    def interruption(self, ctx: CallContext, cause: str, partial_chars: int) -> None:
+        """A stream broke (stall, connection, server_error, malformed)."""
+        ctx.span.add_event(n.E_INTERRUPTION, {n.A_CAUSE: cause, n.A_PARTIAL_CHARS: partial_chars})
+        self.m[n.STREAM_INTERRUPTIONS].add((ctx.model_label, cause))
+
+    @_guarded()
+    def resumption(self, ctx: CallContext, outcome: str, lost_seconds: float | None, sequence: int | None) -> None:
+        """A resumption attempt and its outcome (success, failure)."""
+        attrs: dict[str, Any] = {n.A_REASON: outcome}
+        if lost_seconds is not None:
+            attrs[n.A_LOST_SECONDS] = lost_seconds
+            self.m[n.STREAM_RESUME_LOST].observe((ctx.model_label,), lost_seconds, self._exemplar(ctx))
+        if sequence is not None:
+            attrs[n.A_SEQUENCE] = sequence
+        ctx.span.add_event(n.E_RESUME, attrs)
+        self.m[n.STREAM_RESUMPTIONS].add((ctx.model_label, outcome))
+
+    @_guarded()
+    def checkpoint(self, ctx: CallContext, backend: str, checkpoint_id: str) -> None:
+        """A stream checkpoint was written."""
+        ctx.span.add_event(n.E_CHECKPOINT, {n.A_CHECKPOINT_ID: checkpoint_id})
+        self.m[n.CHECKPOINTS_WRITTEN].add((ctx.model_label, backend))
+
+    @_guarded()
+    def forced_stream(self, ctx: CallContext, reason: str) -> None:
+        """A non-streaming call is sent as a stream."""
+        ctx.span.set_attribute(n.A_FORCED_STREAM, True)
+        ctx.span.add_event(n.E_FORCED_STREAM, {n.A_REASON: reason})
+        self.m[n.FORCED_STREAMS].add((ctx.model_label, reason))
+
+    @_guarded()
+    def adaptive_threshold(self, model: str, tokens: float) -> None:
+        """The adaptive forced-streaming threshold for a model changed."""
+        self.m[n.ADAPTIVE_THRESHOLD].set((self.model_label(model),), tokens)
+
+    # ------------------------------------------------------------------ component events (Protocols)
+    @_guarded()
+    def tokenizer_fallback(self, reason: str) -> None:
+        """EstimatorEvents: tokenizer data could not be loaded; the fallback estimate is in use."""
+        self.m[n.TOKENIZER_FALLBACK].set((), 1.0)
+        if "tokenizer" not in self._warned:
+            self._warned.add("tokenizer")
+            log.warning("tokenizer data unavailable (%s): using the fallback estimate", reason)
+
+    @_guarded()
+    def limiter_fallback(self, backend: str, active: bool) -> None:
+        """LimiterEvents: the shared backend failed (active) or came back."""
+        self.m[n.LIMITER_FALLBACK_ACTIVE].set((backend,), 1.0 if active else 0.0)
+        if active:
+            self.m[n.LIMITER_FALLBACKS].add((backend,))
+
+    @_guarded()
+    def ratelimit_header_error(self, reason: str) -> None:
+        """LimiterEvents: an x-ratelimit-* header was missing or unparsable."""
+        self.m[n.RATELIMIT_HEADER_ERRORS].add((reason,))
+
+    @_guarded()
+    def cooldown(self, model: str, resource: str, seconds: float) -> None:
+        """LimiterEvents: a key entered cooldown after a 429."""
+        self.m[n.RATELIMIT_COOLDOWNS].add((self.model_label(model), resource))
+
+    @_guarded()
+    def limits_learned(self, model: str, resource: str, limit: float, remaining: float) -> None:
+        """LimiterEvents: current limit and remaining capacity (gauges)."""
+        label = self.model_label(model)
+        self.m[n.RATELIMIT_LIMIT].set((label, resource), limit)
+        self.m[n.RATELIMIT_REMAINING].set((label, resource), remaining)
+
+    @_guarded()
+    def limiter_decision_time(self, backend: str, seconds: float) -> None:
+        """LimiterEvents: time one backend decision took."""
+        self.m[n.LIMITER_DECISION_SECONDS].observe((backend,), seconds)
+
+    @_guarded()
+    def retry_budget_exhausted(self, model: str) -> None:
+        """RetryEvents: a retry was refused by the retry budget."""
+        self.m[n.RETRY_BUDGET_EXHAUSTED].add((self.model_label(model),))
+
+    @_guarded()
+    def breaker_transition(self, endpoint: str, model: str, state: str) -> None:
+        """RetryEvents: a circuit breaker changed state."""
+        label = self.model_label(model)
+        value = {"closed": 0.0, "half_open": 1.0, "open": 2.0}.get(state, 0.0)
+        self.m[n.BREAKER_STATE].set((label, endpoint), value)
+        self.m[n.BREAKER_TRANSITIONS].add((label, endpoint, state))
+
+    @_guarded()
+    def file_read(self, bytes_read: int, tokens: int) -> None:
+        """FileEvents: one file read."""
+        self.m[n.FILES_READ].add(())
+        self.m[n.FILE_BYTES_READ].add((), bytes_read)
+        self.m[n.FILE_TOKENS_READ].add((), tokens)
+
+    @_guarded()
+    def file_refused(self, reason: str) -> None:
+        """FileEvents: a file refused or skipped, by closed reason code."""
+        self.m[n.FILES_REFUSED].add((reason,))
+
+    @_guarded()
+    def chunks_produced(self, sizes_tokens: list[int], seconds: float) -> None:
+        """FileEvents: chunks produced from a file and the time it took."""
+        self.m[n.FILE_CHUNKS].add((), len(sizes_tokens))
+        self.m[n.FILE_CHUNK_SIZE].observe_many((), [float(s) for s in sizes_tokens])
+        self.m[n.CHUNKING_SECONDS].add((), seconds)
+
+    def snapshot_labels(self) -> Mapping[str, str]:
+        """Known model labels (for tests and the demo summary)."""
+        return dict(self.models._known)
