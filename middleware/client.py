@@ -14,11 +14,14 @@ from typing import Any, TypeVar
 
 import openai
 from openai import AsyncOpenAI, AsyncStream, OpenAI, Stream
+from openai.types.chat import ChatCompletionChunk
 
 from .config import Config
 from .context import CallContext
 from .pipeline import CURRENT_CALL, Pipeline, route_of
 from .streaming.guard import OBSERVERS, GuardedAsyncStream, GuardedStream, StreamObserver
+from .streaming.request import acollect, collect, force_stream, stream_update
+from .streaming.resumption import RESUMING, send_resumption_async, send_resumption_sync
 from .telemetry.recorder import Recorder
 
 ClientT = TypeVar("ClientT", OpenAI, AsyncOpenAI)
@@ -36,20 +39,14 @@ def _guarded_cls(stream_cls: Any, guarded: type) -> Any:
     origin = typing.get_origin(stream_cls) or stream_cls
     if origin not in (Stream, AsyncStream) or not args:
         return stream_cls  # a custom stream class of the caller's: leave it alone
-    return guarded[args[0]]
+    return typing.cast(Any, guarded)[args[0]]
 
 
-def _prepare(pipeline: Pipeline, ctx: CallContext, options: Any) -> Any:
-    """Per-attempt options: SDK retries off (our loop owns them); usage requested on chat streams."""
+def _prepare(pipeline: Pipeline, ctx: CallContext, options: Any, client_timeout: Any = None) -> Any:
+    """Per-attempt options: SDK retries off (our loop owns them); streams: usage, idle timeout."""
     update: dict[str, Any] = {"max_retries": 0}
-    body = ctx.body
-    if ctx.stream and ctx.operation == "chat":
-        stream_options = body.get("stream_options")
-        if not isinstance(stream_options, dict) or "include_usage" not in stream_options:
-            ctx.include_usage_requested = False
-            new_body = dict(body)
-            new_body["stream_options"] = {**(stream_options or {}), "include_usage": True}
-            update["json_data"] = new_body
+    if ctx.stream:
+        update.update(stream_update(pipeline.config.streaming, ctx, options, client_timeout))
     return options.model_copy(update=update)
 
 
@@ -75,12 +72,20 @@ class _ProtectedSync(OpenAI):
     ) -> Any:
         route = route_of(options)
         pipeline = getattr(self, PIPELINE_ATTR, None)
+        slot = RESUMING.get()
+        if slot is not None and pipeline is not None:  # a resumed request of a broken stream
+            base = super().request
+            return send_resumption_sync(pipeline, slot, self.api_key, options,
+                                        lambda o: base(cast_to, o, stream=stream, stream_cls=stream_cls))
         if route is None or pipeline is None:
             return super().request(cast_to, options, stream=stream, stream_cls=stream_cls)
         body = options.json_data if isinstance(options.json_data, dict) else {}
         ctx = pipeline.begin(route, body, server=_server(self))
         try:
-            opts = _prepare(pipeline, ctx, options)
+            forced = None if stream else force_stream(pipeline, ctx, cast_to, options)
+            if forced is not None:
+                options, stream, stream_cls = forced, True, Stream[ChatCompletionChunk]
+            opts = _prepare(pipeline, ctx, options, self.timeout)
             key = pipeline.limiter_key(self.api_key, ctx.model)
             tokens = pipeline.estimate(ctx)
             guarded = _guarded_cls(stream_cls, GuardedStream)
@@ -93,6 +98,8 @@ class _ProtectedSync(OpenAI):
         except BaseException as exc:
             pipeline.fail(ctx, exc)
             raise
+        if forced is not None:
+            return collect(result, cast_to)
         if not stream:
             _finish_non_stream(pipeline, ctx, result)
         return result
@@ -119,12 +126,23 @@ class _ProtectedAsync(AsyncOpenAI):
     ) -> Any:
         route = route_of(options)
         pipeline = getattr(self, PIPELINE_ATTR, None)
+        slot = RESUMING.get()
+        if slot is not None and pipeline is not None:  # a resumed request of a broken stream
+            base = super().request
+
+            async def resend(o: Any) -> Any:
+                return await base(cast_to, o, stream=stream, stream_cls=stream_cls)
+
+            return await send_resumption_async(pipeline, slot, self.api_key, options, resend)
         if route is None or pipeline is None:
             return await super().request(cast_to, options, stream=stream, stream_cls=stream_cls)
         body = options.json_data if isinstance(options.json_data, dict) else {}
         ctx = pipeline.begin(route, body, server=_server(self))
         try:
-            opts = _prepare(pipeline, ctx, options)
+            forced = None if stream else force_stream(pipeline, ctx, cast_to, options)
+            if forced is not None:
+                options, stream, stream_cls = forced, True, AsyncStream[ChatCompletionChunk]
+            opts = _prepare(pipeline, ctx, options, self.timeout)
             key = pipeline.limiter_key(self.api_key, ctx.model)
             tokens = pipeline.estimate(ctx)
             guarded = _guarded_cls(stream_cls, GuardedAsyncStream)
@@ -137,6 +155,8 @@ class _ProtectedAsync(AsyncOpenAI):
         except BaseException as exc:
             pipeline.fail(ctx, exc)
             raise
+        if forced is not None:
+            return await acollect(result, cast_to)
         if not stream:
             _finish_non_stream(pipeline, ctx, result)
         return result
@@ -160,7 +180,7 @@ def _observe_response(response: Any, stream: bool) -> None:
         return
     ctx.headers = response.headers
     ctx.status_code = response.status_code
-    if stream:
+    if stream and ctx.resumption_of is None:  # a resumed request feeds the original stream's observer
         pipeline = ctx.pipeline
         if pipeline is not None:
             OBSERVERS[response] = StreamObserver(pipeline, ctx)
@@ -204,7 +224,7 @@ def protect(
     new = client.copy()
     new.__class__ = _protected_class(base_cls)
     setattr(new, PIPELINE_ATTR, pipeline)
-    return typing.cast(ClientT, new)
+    return new
 
 
 def pipeline_of(client: Any) -> Pipeline:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +33,11 @@ class StreamConfig:
     checkpoint_redis_url: str | None = None
     checkpoint_every_chunks: int = 200
     checkpoint_ttl_seconds: float = 24 * 3600.0
+    force_background: bool = False
+    """Send streaming Responses calls with ``background: true`` so that a broken stream can be resumed."""
+    on_progress: Callable[[Any], None] | None = None
+    """Called with a ``middleware.streaming.Progress`` about every ``progress_interval_seconds``."""
+    progress_interval_seconds: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,8 @@ class Config:
         )
         retry = RetryConfig(
             max_attempts=int(_float(e, "MIDDLEWARE_MAX_ATTEMPTS") or RetryConfig().max_attempts),
-            max_retry_after=_float(e, "MIDDLEWARE_MAX_RETRY_AFTER") or RetryConfig().max_retry_after,
+            max_retry_after=_or(_float(e, "MIDDLEWARE_MAX_RETRY_AFTER"), RetryConfig().max_retry_after),
+            redis_url=e.get("MIDDLEWARE_REDIS_URL") or None,
         )
         stream_defaults = StreamConfig()
         threshold = e.get("MIDDLEWARE_FORCE_STREAM_ABOVE")
@@ -92,6 +98,10 @@ class Config:
             raise ConfigError(f"MIDDLEWARE_RESERVE_OUTPUT must be 'max' or 'predicted', not {reserve!r}")
         return cls(limits=limits, retry=retry, streaming=streaming, limiter_scope=scope,  # type: ignore[arg-type]
                    reserve_output=reserve)  # type: ignore[arg-type]
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
 
 
 def _float(env: Mapping[str, str], name: str) -> float | None:

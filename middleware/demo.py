@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import openai
@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from . import Config, LimitConfig, RetryConfig, protect
+from . import Config, protect
 from .errors import MiddlewareError
 from .telemetry import names as n
 from .telemetry.setup import setup_telemetry
@@ -80,7 +80,7 @@ def _metric_sum(metric: n.MetricDef, **match: str) -> float:
     return total
 
 
-def _messages(rng: random.Random, long: bool) -> list[dict[str, str]]:
+def _messages(rng: random.Random, long: bool) -> Any:
     topic = rng.choice(TOPICS)
     system = "You are a concise assistant for platform engineers."
     if long:
@@ -191,8 +191,9 @@ def summary_table(tally: Tally, elapsed: float, sim_stats: dict[str, Any] | None
         for seconds, name, trace_id in span_stats.slowest[:3]:
             rows.append((f"slow trace: {name}", f"{seconds:.2f}s trace_id={trace_id}"))
     if sim_stats:
-        rows.append(("simulator: admitted / refused (429)",
-                     f"{sim_stats.get('admitted', '?')} / {sim_stats.get('refused_total', sim_stats.get('refused', '?'))}"))
+        total = sim_stats.get("total", {})
+        rows.append(("simulator: admitted / refused (429) / faults injected",
+                     " / ".join(str(total.get(k, "?")) for k in ("admitted", "refused_total", "faults_total"))))
     for name, value in rows:
         table.add_row(name, value)
     return table
@@ -203,7 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="middleware demo", description=__doc__)
     p.add_argument("--duration", type=float, default=60.0, help="seconds of workload (default 60)")
     p.add_argument("--workers", type=int, default=6)
-    p.add_argument("--metrics-port", type=int, default=9464, help="/metrics port on 127.0.0.1 (0: any free port)")
+    addr = os.environ.get("MIDDLEWARE_METRICS_ADDR", "127.0.0.1:9464")
+    host, _, port = addr.rpartition(":")
+    p.add_argument("--metrics-host", default=host or "127.0.0.1",
+                   help="/metrics address (default 127.0.0.1; env MIDDLEWARE_METRICS_ADDR=host:port)")
+    p.add_argument("--metrics-port", type=int, default=int(port or 9464), help="/metrics port (0: any free port)")
     p.add_argument("--live", action="store_true", help="run against the real API (needs OPENAI_API_KEY)")
     p.add_argument("--no-progress", action="store_true", help="no live display (for logs and CI)")
     p.add_argument("--window", type=float, default=10.0, help="simulator rate-limit window in seconds")
@@ -230,8 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if live and not os.environ.get("OPENAI_API_KEY"):
         console.print("[red]--live needs OPENAI_API_KEY[/red]")
         return 2
-    telemetry = setup_telemetry(metrics_port=args.metrics_port, span_stats=True)
-    metrics_url = f"http://127.0.0.1:{telemetry.metrics_port}/metrics"
+    telemetry = setup_telemetry(metrics_port=args.metrics_port, metrics_host=args.metrics_host, span_stats=True)
+    metrics_url = f"http://{args.metrics_host}:{telemetry.metrics_port}/metrics"
     sim = None
     try:
         if live:
@@ -243,9 +248,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raw = openai.OpenAI(api_key="sk-demo-not-a-real-key", base_url=sim.base_url)
             model, scale, workers = SIM_MODEL, 1.0, args.workers
             # Nothing configured about the limits: the middleware learns them from the headers.
-            config = Config(limits=LimitConfig(max_wait_seconds=120.0), retry=RetryConfig(max_attempts=6))
+            env = Config.from_env()  # MIDDLEWARE_REDIS_URL etc. still apply
+            config = env.with_(limits=replace(env.limits, max_wait_seconds=120.0),
+                               retry=replace(env.retry, max_attempts=6))
         client = protect(raw, config)
-        console.print(f"[bold]middleware demo[/bold]: {'real API' if live else 'simulator at ' + sim.base_url}, "
+        target = "real API" if sim is None else f"simulator at {sim.base_url}"
+        console.print(f"[bold]middleware demo[/bold]: {target}, "
                       f"{workers} workers for {args.duration:.0f}s; Prometheus metrics at {metrics_url}")
         if telemetry.otlp_endpoint:
             console.print(f"traces exported over OTLP to {telemetry.otlp_endpoint}")

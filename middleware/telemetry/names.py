@@ -50,6 +50,31 @@ OUTCOME_ERROR = "error"
 TOKEN_INPUT = "input"
 TOKEN_OUTPUT = "output"
 OTHER_MODEL = "other"
+# L_OUTCOME on the attempts counter.
+ATTEMPT_SUCCESS = "success"
+ATTEMPT_RETRYABLE = "retryable"
+ATTEMPT_TERMINAL = "terminal"
+# L_REASON on attempts (failure classes used by rules; the full set is middleware.retry's).
+REASON_INSUFFICIENT_QUOTA = "insufficient_quota"
+REASON_SERVER_ERROR = "server_error"
+# L_DECISION on throttle decisions.
+DECISION_ADMITTED = "admitted"
+DECISION_WAITED = "waited"
+DECISION_REFUSED = "refused"
+# L_RESOURCE on limiter metrics.
+RESOURCE_REQUESTS = "requests"
+RESOURCE_TOKENS = "tokens"
+# L_KIND on the estimate bias counter.
+KIND_ESTIMATED = "estimated"
+KIND_ACTUAL = "actual"
+# L_OUTCOME on stream resumptions.
+RESUME_SUCCESS = "success"
+RESUME_FAILURE = "failure"
+# Circuit breaker gauge values.
+BREAKER_STATE_VALUES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+BREAKER_OPEN_VALUE = 2
+# Exemplar label carrying the trace id (Grafana links it to Tempo).
+EXEMPLAR_TRACE_ID = "trace_id"
 
 # --------------------------------------------------------------------------- span names and attributes
 PROVIDER_NAME = "openai"

@@ -14,7 +14,9 @@ from middleware.telemetry import names as n
 
 MODEL = "gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "Tell me about token buckets."}]
-VOLATILE = {"id", "item_id", "response_id", "created", "created_at", "system_fingerprint", "_request_id", "completed_at"}
+VOLATILE = {
+    "id", "item_id", "response_id", "created", "created_at", "system_fingerprint", "_request_id", "completed_at",
+}
 
 
 def normalise(value: Any) -> Any:
