@@ -1,0 +1,136 @@
+"""Redis backend: one atomic Lua script call per decision, on Redis server time.
+
+Any number of processes on any hosts that use the same URL, prefix and key share one budget and
+one cooldown. Each key is one hash that expires after twice its longest window (longer while a
+cooldown lasts); an expired key starts full again, which is what an idle period would give anyway.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from middleware.limits.redis_script import LUA
+from middleware.limits.types import (
+    BUCKETS,
+    DAY_SECONDS,
+    REASON_COOLDOWN,
+    REASON_NO_LIMITS,
+    REASON_WITHIN_LIMIT,
+    BackendDecision,
+    Charge,
+    Debit,
+    LearnedLimits,
+    LimitConfig,
+    LimiterKey,
+    LimitState,
+)
+
+_REASONS = {"within": REASON_WITHIN_LIMIT, "none": REASON_NO_LIMITS, "cooldown": REASON_COOLDOWN}
+_INDEX = {name: str(i + 1) for i, name in enumerate(BUCKETS)}
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _bucket(index: Any) -> str:
+    return BUCKETS[int(_s(index)) - 1]
+
+
+def _arg(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
+class RedisBackend:
+    """Shared limits in Redis. Raises ``redis.RedisError``/``OSError`` when Redis fails (the limiter falls back).
+
+    ``clock`` replaces Redis server time; only tests use it, to compare decisions with the memory backend.
+    """
+
+    name = "redis"
+
+    def __init__(
+        self, config: LimitConfig, *, client: redis.Redis | None = None,
+        clock: Callable[[], float] | None = None,
+        connect_timeout: float = 0.5, socket_timeout: float = 1.0,
+    ) -> None:
+        if client is None:
+            if not config.redis_url:
+                raise ValueError("RedisBackend needs config.redis_url")
+            client = redis.Redis.from_url(
+                config.redis_url, socket_connect_timeout=connect_timeout, socket_timeout=socket_timeout,
+                retry=Retry(NoBackoff(), 0), health_check_interval=0,
+            )
+        self._client = client
+        self._script = client.register_script(LUA)
+        self._prefix = config.redis_prefix
+        self._clock = clock
+        configured = config.configured()
+        self._limits = [_arg(configured[b]) for b in BUCKETS]
+        longest = DAY_SECONDS if config.requests_per_day or config.tokens_per_day else config.window_seconds
+        self._common = [*self._limits, repr(config.window_seconds), str(math.ceil(2 * longest))]
+
+    def _key(self, key: LimiterKey) -> str:
+        return f"{self._prefix}:limiter:{{{key.id}}}"
+
+    def _call(self, op: str, key: LimiterKey, *args: str) -> Any:
+        now = "" if self._clock is None else repr(self._clock())
+        return self._script(keys=[self._key(key)], args=[op, *self._common, now, *args])
+
+    def reserve(self, key: LimiterKey, tokens: int, max_wait: float) -> BackendDecision:
+        """Commit or refuse one reservation (one script call)."""
+        out = [_s(v) for v in self._call("reserve", key, str(tokens), repr(float(max_wait)))]
+        status, wait, reason, now, limit, epoch = out[:6]
+        debits = tuple(
+            Debit(_bucket(int(float(out[i]))), *(float(v) for v in out[i + 1:i + 7]))
+            for i in range(6, len(out), 7)
+        )
+        charge = Charge(float(now), float(now) + float(wait), epoch, debits) if debits else None
+        why = _REASONS.get(reason) or _bucket(reason)
+        return BackendDecision(status, float(wait), why, float(now), charge, float(limit))  # type: ignore[arg-type]
+
+    def adjust(self, key: LimiterKey, requests: int, tokens: int, charge: Charge) -> None:
+        """Give back (positive, bounded) or charge extra (negative) on the charged buckets."""
+        flat = [v for d in charge.debits for v in (_INDEX[d.bucket], *(repr(x) for x in d[1:]))]
+        self._call(
+            "adjust", key, str(requests), str(tokens), repr(charge.at), charge.epoch, repr(charge.admit_at), *flat,
+        )
+
+    def learn(self, key: LimiterKey, seen: LearnedLimits) -> dict[str, LimitState]:
+        """Adopt limits from headers and correct levels downward."""
+        args = [_arg(m.get(b)) for b in BUCKETS[:2] for m in (seen.limits, seen.remaining)]
+        return self._states(self._call("learn", key, *args), 0.0)
+
+    def cooldown(self, key: LimiterKey, seconds: float, resources: tuple[str, ...]) -> None:
+        """Block the key for ``seconds`` in every process and empty the named buckets."""
+        self._call("cooldown", key, repr(float(seconds)), ",".join(_INDEX[b] for b in resources))
+
+    def cooldown_left(self, key: LimiterKey) -> float:
+        """Seconds the key's cooldown still lasts."""
+        return float(_s(self._call("snapshot", key)[0]))
+
+    def snapshot(self, key: LimiterKey) -> dict[str, LimitState]:
+        """Limit and level per known bucket (read only)."""
+        out = self._call("snapshot", key)
+        return self._states(out[1:], float(_s(out[0])))
+
+    @staticmethod
+    def _states(flat: Sequence[Any], cooldown: float) -> dict[str, LimitState]:
+        return {
+            _bucket(flat[i]): LimitState(float(_s(flat[i + 1])), float(_s(flat[i + 2])), cooldown)
+            for i in range(0, len(flat), 3)
+        }
+
+    def ping(self) -> None:
+        """Raise if Redis is unreachable."""
+        self._client.ping()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._client.close()

@@ -1,0 +1,134 @@
+"""The Redis backend against a real redis-server: same decisions as memory, shared state, fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from middleware.limits import LimitConfig, Limiter, LimiterKey
+from middleware.limits.redis_backend import RedisBackend
+from tests.fixtures.redis_server import RedisServer
+from tests.unit.test_limits_properties import (
+    CONFIG,
+    KEY,
+    FakeClock,
+    Op,
+    check_bound,
+    memory_limiter,
+    ops_strategy,
+    run_ops,
+)
+
+
+class Events:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args: self.calls.append((name, args))
+
+    def fallbacks(self) -> list[tuple[Any, ...]]:
+        return [a for n, a in self.calls if n == "limiter_fallback"]
+
+
+def redis_limiter(url: str, clock: FakeClock | None = None, events: Any = None, **overrides: Any) -> Limiter:
+    config = LimitConfig(**{**CONFIG, "redis_url": url, "redis_prefix": f"t{uuid.uuid4().hex[:8]}", **overrides})
+    if clock is None:
+        return Limiter(config, events)
+    return Limiter(config, events, clock=clock, sleep=lambda s: None, primary=RedisBackend(config, clock=clock))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops_strategy)
+def test_redis_decides_exactly_like_memory_and_respects_the_bound(redis_url: str, ops: list[Op]) -> None:
+    clock_m, clock_r = FakeClock(), FakeClock()
+    mem = run_ops(memory_limiter(clock_m), clock_m, ops, CONFIG["max_wait_seconds"])
+    lim = redis_limiter(redis_url, clock_r)
+    red = run_ops(lim, clock_r, ops, CONFIG["max_wait_seconds"])
+    lim.close()
+    assert [o[0] for o in red.outcomes] == [o[0] for o in mem.outcomes]
+    assert [o[1] for o in red.outcomes] == pytest.approx([o[1] for o in mem.outcomes], abs=1e-6)
+    check_bound(red, CONFIG["requests_per_window"], CONFIG["tokens_per_window"], CONFIG["window_seconds"])
+
+
+def test_two_limiters_share_budget_learning_and_cooldown(redis_url: str) -> None:
+    a = redis_limiter(redis_url, requests_per_window=None, tokens_per_window=None, window_seconds=60.0)
+    b = Limiter(a.config)
+    key = LimiterKey(f"{uuid.uuid4().hex[:12]}:m", "m")
+    a.learn(key, {"x-ratelimit-limit-requests": "3", "x-ratelimit-remaining-requests": "2"})
+    assert b.snapshot(key)["requests"].limit == 3
+    assert b.reserve(key, 1).decision == "admitted"
+    assert a.reserve(key, 1).decision == "admitted"
+    assert a.snapshot(key)["requests"].remaining == pytest.approx(0, abs=1e-3)
+    a.on_rate_limited(key, "requests", 30.0, {})
+    assert b.snapshot(key)["requests"].cooldown_seconds == pytest.approx(30, abs=0.5)
+    with pytest.raises(Exception, match="cooldown"):
+        b.reserve(key, 1)
+    a.close()
+    b.close()
+
+
+def test_settle_and_release_on_redis(redis_url: str) -> None:
+    lim = redis_limiter(redis_url, window_seconds=600.0)
+    res = lim.reserve(KEY, 80)
+    lim.settle(res, 30)
+    assert lim.snapshot(KEY)["tokens"].remaining == pytest.approx(70, abs=0.5)
+    res2 = lim.reserve(KEY, 10)
+    lim.release(res2)
+    snap = lim.snapshot(KEY)
+    assert snap["tokens"].remaining == pytest.approx(70, abs=0.5)
+    assert snap["requests"].remaining == pytest.approx(4, abs=0.1)
+    lim.close()
+
+
+def test_async_on_redis_cancellation_gives_back(redis_url: str) -> None:
+    lim = redis_limiter(redis_url, tokens_per_window=10, window_seconds=10.0, max_wait_seconds=30)
+
+    async def main() -> None:
+        assert (await lim.reserve_async(KEY, 10)).decision == "admitted"
+        task = asyncio.create_task(lim.reserve_async(KEY, 5))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.05)
+        assert lim.snapshot(KEY)["tokens"].remaining == pytest.approx(0.2, abs=0.15)
+
+    asyncio.run(main())
+    lim.close()
+
+
+def test_redis_death_falls_back_and_recovers(redis_server: RedisServer, redis_url: str) -> None:
+    events = Events()
+    lim = redis_limiter(redis_url, events=events, requests_per_window=100, tokens_per_window=10**6,
+                        redis_retry_interval_seconds=0.2)
+    assert lim.reserve(KEY, 1).backend == "redis"
+    redis_server.kill()
+    during = [lim.reserve(KEY, 1) for _ in range(20)]
+    assert {r.backend for r in during} == {"fallback"}
+    assert events.fallbacks() == [("redis", True)]
+    assert lim.snapshot(KEY)["requests"].limit == 50  # the fallback holds fallback_fraction of the budget
+    lim.settle(during[0], 0)  # harmless on the fallback
+    redis_server.restart()
+    time.sleep(0.25)
+    after = lim.reserve(KEY, 1)
+    assert after.backend == "redis"
+    assert events.fallbacks() == [("redis", True), ("redis", False)]
+    lim.settle(during[1], 0)  # a fallback reservation settled after the switch back: still harmless
+    lim.close()
+
+
+def test_unreachable_redis_from_the_start_never_fails_a_request() -> None:
+    events = Events()
+    lim = Limiter(LimitConfig(requests_per_window=10, redis_url="redis://127.0.0.1:1/0"), events)
+    res = lim.reserve(KEY, 5)
+    assert res.backend == "fallback" and res.decision == "admitted"
+    lim.settle(res, 1)
+    lim.learn(KEY, {"x-ratelimit-limit-requests": "8", "x-ratelimit-remaining-requests": "8"})
+    assert lim.degraded and events.fallbacks() == [("redis", True)]
+    lim.close()
