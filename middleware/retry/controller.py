@@ -1,0 +1,161 @@
+"""Retry decisions for one call; the pipeline owns the loop and the sleeping (sync or async)."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from middleware.errors import AttemptRecord, CircuitOpenError, RetryAfterTooLong
+
+from .backoff import compute_backoff, retry_after_delay
+from .breaker import BreakerPermit, CircuitBreaker, Outcome
+from .budget import RetryBudget
+from .classify import OPT_IN_REASONS, FailureClass, classify
+from .config import RetryConfig
+from .events import NoopRetryEvents, RetryEvents, SafeEvents
+from .redis_breaker import RedisCircuitBreaker
+from .redis_budget import RedisRetryBudget
+from .redis_support import make_client
+
+
+@dataclass(frozen=True)
+class RetryDecision:
+    """What to do after a failed attempt. ``error``, when set, is raised instead of the original exception."""
+
+    retry: bool
+    delay_seconds: float
+    failure: FailureClass
+    stop_reason: str | None = None  # terminal, max_attempts, deadline, budget_exhausted, retry_after_too_long, ...
+    error: BaseException | None = None
+
+
+class RetryController:
+    """Shared by every call of a client: holds the config, the budget, the breaker and the event sink."""
+
+    def __init__(self, config: RetryConfig, budget: RetryBudget | None = None, breaker: CircuitBreaker | None = None,
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
+                 events: RetryEvents | None = None) -> None:
+        self.config = config
+        self.budget = (budget or RetryBudget(config, clock)) if config.budget_enabled else None
+        self.breaker = (breaker or CircuitBreaker(config, clock)) if config.breaker_enabled else None
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.events: RetryEvents = SafeEvents(events or NoopRetryEvents())
+
+    @classmethod
+    def from_config(cls, config: RetryConfig, *, events: RetryEvents | None = None, redis: Any = None,
+                    clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None) -> RetryController:
+        """A controller with in-memory budget and breaker, or Redis-shared ones when ``config.redis_url`` is set."""
+        budget: RetryBudget | None = None
+        breaker: CircuitBreaker | None = None
+        target = redis if redis is not None else config.redis_url
+        if target is not None:
+            client = make_client(target)
+            if config.budget_enabled:
+                budget = RedisRetryBudget(config, client, prefix=config.redis_prefix)
+            if config.breaker_enabled:
+                breaker = RedisCircuitBreaker(config, client, prefix=config.redis_prefix)
+        return cls(config, budget, breaker, clock=clock, rng=rng, events=events)
+
+    def start(self, key: str, endpoint: str, model: str) -> CallRetryState:
+        """Begin one call: ``key`` selects the retry budget, (endpoint, model) the circuit breaker."""
+        if self.budget is not None:
+            self.budget.deposit(key)
+        return CallRetryState(self, key, endpoint, model)
+
+
+class CallRetryState:
+    """The retry state of one call: attempts made, delays chosen and the attempt history."""
+
+    def __init__(self, controller: RetryController, key: str, endpoint: str, model: str) -> None:
+        self._c = controller
+        self.key, self.endpoint, self.model = key, endpoint, model
+        self.started_at = controller.clock()
+        self.attempt = 0
+        self.history: list[AttemptRecord] = []
+        self._retries: Counter[str] = Counter()
+        self._previous_delay: float | None = None
+        self._permit = BreakerPermit(True, "closed")
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the call started."""
+        return self._c.clock() - self.started_at
+
+    def before_attempt(self) -> None:
+        """Call before each attempt; raises CircuitOpenError when the breaker refuses it."""
+        breaker = self._c.breaker
+        if breaker is not None:
+            self._permit = breaker.acquire(self.endpoint, self.model)
+            self._transition(self._permit.transition)
+            if not self._permit.allowed:
+                raise self._circuit_open(self._permit.retry_in_seconds)
+        self.attempt += 1
+
+    def on_success(self) -> None:
+        """Call after a successful attempt."""
+        self._record_breaker("success")
+        self.history.append(AttemptRecord(self.attempt, "success", "ok"))
+
+    def on_failure(self, exc: BaseException) -> RetryDecision:
+        """Call after a failed attempt; the pipeline sleeps ``delay_seconds`` and retries, or stops."""
+        failure = classify(exc)
+        self._record_breaker("failure" if failure.counts_for_breaker else "neutral")
+        decision = self._decide(exc, failure)
+        self.history.append(AttemptRecord(
+            self.attempt, "retryable" if failure.retryable else "terminal", failure.reason, failure.status,
+            failure.error_type, decision.delay_seconds, failure.request_id))
+        if decision.retry:
+            self._retries[failure.reason] += 1
+            self._previous_delay = decision.delay_seconds
+        return decision
+
+    def _decide(self, exc: BaseException, failure: FailureClass) -> RetryDecision:
+        cfg, reason = self._c.config, failure.reason
+        if not (failure.retryable or (reason in OPT_IN_REASONS and cfg.max_retries_for(reason) > 0)):
+            return RetryDecision(False, 0.0, failure, "terminal")
+        if self._retries[reason] >= cfg.max_retries_for(reason) or self._retries.total() >= cfg.total_retry_cap:
+            return RetryDecision(False, 0.0, failure, "max_attempts")
+        server_delay = failure.retry_after_seconds
+        if server_delay is not None and server_delay > cfg.max_retry_after:
+            error = RetryAfterTooLong(
+                f"server asked to retry after {server_delay:g}s, above max_retry_after={cfg.max_retry_after:g}s",
+                retry_after_seconds=server_delay, max_retry_after_seconds=cfg.max_retry_after)
+            error.__cause__ = exc
+            return RetryDecision(False, 0.0, failure, "retry_after_too_long", error)
+        if server_delay:
+            delay = retry_after_delay(server_delay, self._c.rng)
+        else:
+            delay = compute_backoff(self.attempt, cfg, self._previous_delay, self._c.rng)
+        if cfg.deadline_seconds is not None and self.elapsed + delay > cfg.deadline_seconds:
+            return RetryDecision(False, 0.0, failure, "deadline")
+        breaker = self._c.breaker
+        wait = breaker.retry_in(self.endpoint, self.model) if breaker is not None else 0.0
+        if wait > delay:
+            refused = self._circuit_open(wait)
+            refused.__cause__ = exc
+            return RetryDecision(False, 0.0, failure, "circuit_open", refused)
+        budget = self._c.budget
+        if budget is not None and not budget.try_withdraw(self.key):
+            self._c.events.retry_budget_exhausted(self.model)
+            return RetryDecision(False, 0.0, failure, "budget_exhausted")
+        return RetryDecision(True, delay, failure)
+
+    def _record_breaker(self, outcome: Outcome) -> None:
+        breaker = self._c.breaker
+        if breaker is not None:
+            self._transition(breaker.record(self.endpoint, self.model, outcome, self._permit.probe))
+            self._permit = BreakerPermit(True, "closed")
+
+    def _transition(self, state: str | None) -> None:
+        if state is not None:
+            self._c.events.breaker_transition(self.endpoint, self.model, state)
+
+    def _circuit_open(self, retry_in: float) -> CircuitOpenError:
+        return CircuitOpenError(
+            f"circuit open for {self.endpoint} {self.model}; retry in {retry_in:.1f}s",
+            endpoint=self.endpoint, model=self.model, retry_in_seconds=retry_in)
