@@ -50,6 +50,10 @@ class CallContext:
     pipeline: Any = None
     include_usage_requested: bool = True
     output_text: str | None = None
+    resumption_of: Any = None
+    """Set on the child context of a resumed request: the call it belongs to."""
+    background: bool = False
+    """A Responses stream sent with ``background: true`` (resumable by sequence number)."""
 
     @property
     def elapsed(self) -> float:

@@ -21,6 +21,7 @@ from .context import OPERATION_FOR_ROUTE, CallContext
 from .errors import AttemptRecord, MiddlewareError, attach_history
 from .limits import Limiter, LimiterKey, Reservation
 from .retry import RetryController
+from .streaming.services import StreamingServices
 from .telemetry import names as n
 from .telemetry.recorder import Recorder
 from .tokens import OutputPredictor, TokenEstimator
@@ -109,6 +110,7 @@ class Pipeline:
         self.limiter = limiter or Limiter(config.limits, events=recorder)
         self.retry = retry or RetryController.from_config(config.retry, events=recorder)
         self._key_prefix_cache: dict[str, str] = {}
+        self.streaming = StreamingServices(config.streaming, recorder)
 
     # ------------------------------------------------------------------ stages
     def limiter_key(self, api_key: str, model: str) -> LimiterKey:
@@ -160,13 +162,13 @@ class Pipeline:
         attempt = 0
         while True:
             attempt += 1
+            state.before_attempt()  # the breaker may refuse: fail fast before reserving capacity
             reservation: Reservation = yield Reserve(key, tokens)
             ctx.reservation = reservation
             self.recorder.throttled(
                 ctx, decision=reservation.decision, reason=reservation.reason,
                 wait_seconds=reservation.wait_seconds, tokens=tokens,
             )
-            state.before_attempt()
             span = self.recorder.start_attempt(ctx, attempt)
             ctx.headers = None
             token = CURRENT_CALL.set(ctx)

@@ -1,167 +1,34 @@
-"""The stream guard: observes every chunk of a protected stream and ends its call exactly once.
+"""The stream guard: observes every chunk of a protected stream, resumes it when it breaks, and
+ends its call exactly once.
 
 ``GuardedStream`` / ``GuardedAsyncStream`` subclass the SDK's ``Stream`` / ``AsyncStream`` (so
 ``isinstance`` checks and the SDK's ``stream()`` helpers keep working); the protected client hands
-them to the SDK in place of the stream class it asked for. Per chunk the guard does only cheap
-local work (a timestamp, a counter, the partial-text buffer); metrics are flushed in batches.
-The call ends on completion, server error, early ``break``, ``close()``, context-manager exit or
-garbage collection of an abandoned stream.
+them to the SDK in place of the stream class it asked for. When the stream breaks (connection cut,
+stall past the idle timeout, ``error`` event, malformed event) the observer decides (once, for sync
+and async) whether and how to resume; the stream here only performs the resumed request and keeps
+iterating, so the caller sees one uninterrupted stream. The call ends on completion, server
+error, early ``break``, ``close()``, context-manager exit or garbage collection of an abandoned
+stream.
 """
 
 from __future__ import annotations
 
-import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from openai import AsyncStream, Stream
 
-from ..context import CallContext
-from ..errors import PartialResult
 from ..telemetry import names as n
+from .observer import StreamObserver
 
-if TYPE_CHECKING:
-    from ..pipeline import Pipeline
+__all__ = ["OBSERVERS", "GuardedAsyncStream", "GuardedStream", "StreamObserver"]
+from .resumption import RESUMING, ResumeSlot
 
 T = TypeVar("T")
 
-FLUSH_EVERY = 256
-
 # httpx2 response -> observer, registered by the protected client when the response arrives.
 OBSERVERS: weakref.WeakKeyDictionary[Any, StreamObserver] = weakref.WeakKeyDictionary()
-
-
-class StreamObserver:
-    """Per-stream state: progress, timing, partial result, and the single end of the call."""
-
-    __slots__ = (
-        "__weakref__", "_event_limit", "_flushed", "_gaps", "_last", "_parts", "ctx", "done", "on_progress",
-        "partial", "pipeline",
-    )
-
-    def __init__(self, pipeline: Pipeline, ctx: CallContext, on_progress: Any = None) -> None:
-        self.pipeline = pipeline
-        self.ctx = ctx
-        self.done = False
-        self._last: float | None = None
-        self._gaps: list[float] = []
-        self._parts: list[str] = []
-        self.partial = PartialResult()
-        self._event_limit = pipeline.recorder._chunk_event_limit(ctx)
-        self.on_progress = on_progress
-        self._flushed = 0
-        pipeline.recorder.stream_opened(ctx)
-
-    # ---------------------------------------------------------------- per chunk
-    def on_chunk(self, chunk: Any) -> bool:
-        """Record one chunk; return False when the chunk must be hidden from the caller."""
-        now = time.monotonic()
-        ctx = self.ctx
-        last = self._last
-        if last is None:
-            self.pipeline.recorder.first_chunk(ctx, now)
-        else:
-            self._gaps.append(now - last)
-        self._last = now
-        ctx.chunks += 1
-        if ctx.chunks <= self._event_limit:
-            self.pipeline.recorder.chunk_event(ctx, ctx.chunks, now)
-        visible = self._read_chat(chunk) if ctx.operation == "chat" else self._read_event(chunk)
-        if len(self._gaps) >= FLUSH_EVERY:
-            self.flush()
-        return visible
-
-    def _read_chat(self, chunk: Any) -> bool:
-        choices = chunk.choices
-        if choices:
-            choice = choices[0]
-            delta = choice.delta
-            content = delta.content if delta is not None else None
-            if content:
-                self._parts.append(content)
-            if delta is not None and delta.tool_calls:
-                for call in delta.tool_calls:
-                    self.partial.tool_calls.append(call.model_dump(exclude_none=True))
-            if choice.finish_reason:
-                self.partial.finish_reason = choice.finish_reason
-        usage = chunk.usage
-        if usage is not None:
-            self.ctx.input_tokens = usage.prompt_tokens
-            self.ctx.output_tokens = usage.completion_tokens
-            self.partial.usage = {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens}
-            if not choices and not self.ctx.include_usage_requested:
-                return False
-        if self.partial.response_id is None:
-            self.partial.response_id = chunk.id
-            self.ctx.response_id = chunk.id
-            self.ctx.response_model = chunk.model
-        return True
-
-    def _read_event(self, event: Any) -> bool:
-        etype = getattr(event, "type", "")
-        seq = getattr(event, "sequence_number", None)
-        if seq is not None:
-            self.partial.sequence_number = seq
-        if etype == "response.output_text.delta":
-            self._parts.append(event.delta)
-        elif etype in ("response.completed", "response.incomplete", "response.failed", "response.created"):
-            response = event.response
-            self.ctx.response_id = response.id
-            self.partial.response_id = response.id
-            self.ctx.response_model = response.model
-            usage = response.usage
-            if usage is not None:
-                self.ctx.input_tokens = usage.input_tokens
-                self.ctx.output_tokens = usage.output_tokens
-                self.partial.usage = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
-            if etype != "response.created":
-                self.partial.finish_reason = etype.split(".", 1)[1]
-        return True
-
-    def flush(self) -> None:
-        """Push the batched chunk count and inter-chunk gaps to the recorder."""
-        gaps = self._gaps
-        self._gaps = []
-        self.pipeline.recorder.stream_chunks(self.ctx, self.ctx.chunks - self._flushed, gaps)
-        self._flushed = self.ctx.chunks
-        if self.on_progress is not None:
-            try:
-                self.on_progress(self.progress())
-            except Exception as exc:
-                self.pipeline.recorder.telemetry_error("progress_callback", exc)
-
-    def text(self) -> str:
-        """The text received so far."""
-        return "".join(self._parts)
-
-    def progress(self) -> dict[str, Any]:
-        """Chunks so far, elapsed seconds and chunks per second."""
-        elapsed = self.ctx.elapsed
-        return {"chunks": self.ctx.chunks, "elapsed": elapsed,
-                "chunks_per_second": self.ctx.chunks / elapsed if elapsed > 0 else 0.0}
-
-    # ---------------------------------------------------------------- the end, exactly once
-    def finish(self, state: str, error: BaseException | None = None) -> None:
-        """End the stream's call with its final state (idempotent)."""
-        if self.done:
-            return
-        self.done = True
-        ctx = self.ctx
-        try:
-            self.pipeline.recorder.stream_chunks(ctx, ctx.chunks - self._flushed, self._gaps)
-            self._flushed = ctx.chunks
-            self._gaps = []
-            self.partial.text = self.text()
-            self.partial.chunks = ctx.chunks
-            if self.partial.finish_reason:
-                ctx.finish_reasons = [self.partial.finish_reason]
-            if self.pipeline.recorder.capture_content:
-                ctx.output_text = self.partial.text
-            self.pipeline.recorder.stream_closed(ctx, state)
-        finally:
-            self.pipeline.settle(ctx)
-            self.pipeline.recorder.end_call(ctx, error)
 
 
 def _observer_for(response: Any) -> StreamObserver | None:
@@ -172,31 +39,78 @@ def _observer_for(response: Any) -> StreamObserver | None:
 
 
 class GuardedStream(Stream[T]):
-    """A ``Stream`` that reports every chunk and ends its call exactly once."""
+    """A ``Stream`` that reports every chunk, resumes when it breaks and ends its call exactly once."""
 
     _mw: StreamObserver | None = None
+    _current: Any = None
 
     def __init__(self, *, cast_to: type[T], response: Any, client: Any, options: Any = None) -> None:
         super().__init__(cast_to=cast_to, response=response, client=client, options=options)
-        self._mw = _observer_for(response)
+        self._mw = obs = _observer_for(response)
+        if obs is not None:
+            obs.options = options
+
+    @property
+    def checkpoint_id(self) -> str | None:
+        """The id under which this stream writes checkpoints (None without a checkpoint store)."""
+        return self._mw.checkpoint_id if self._mw is not None else None
+
+    @property
+    def partial(self) -> Any:
+        """Everything received so far (a ``PartialResult``)."""
+        return self._mw.snapshot_partial() if self._mw is not None else None
 
     def __stream__(self) -> Iterator[T]:
-        inner = super().__stream__()
+        inner: Iterator[Any] = super().__stream__()
         obs = self._mw
         if obs is None:
             yield from inner
             return
         try:
-            for item in inner:
-                if obs.on_chunk(item):
-                    yield item
+            while True:
+                try:
+                    for item in inner:
+                        if obs.on_chunk(item):
+                            yield item
+                    break
+                except Exception as exc:  # a break: resume, end with the partial, or raise
+                    plan = obs.on_break(exc)
+                    nxt = self._resume(obs, plan) if plan is not None else None
+                    if nxt is None:
+                        return
+                    inner = nxt
         except GeneratorExit:
             obs.finish(n.STREAM_END_CLOSED)
             raise
         except BaseException as exc:
             obs.finish(n.STREAM_END_ERROR, exc)
             raise
+        finally:
+            self._close_current()
         obs.finish(n.STREAM_END_COMPLETED)
+
+    def _resume(self, obs: StreamObserver, plan: Any) -> Iterator[Any] | None:
+        while plan is not None:
+            slot = ResumeSlot(obs.ctx)
+            token = RESUMING.set(slot)
+            try:
+                stream = obs.resume_request(self._client, plan)
+            except Exception as exc:
+                plan = obs.on_resume_failed(exc)
+                continue
+            finally:
+                RESUMING.reset(token)
+            obs.adopt(slot)
+            self._close_current()
+            self._current = stream
+            it: Iterator[Any] = iter(stream)
+            return it
+        return None
+
+    def _close_current(self) -> None:
+        current, self._current = self._current, None
+        if current is not None:
+            current.close()
 
     def __iter__(self) -> Iterator[T]:
         try:
@@ -210,6 +124,7 @@ class GuardedStream(Stream[T]):
         """Close the response and end the call (closed early unless it already completed)."""
         if self._mw is not None:
             self._mw.finish(n.STREAM_END_CLOSED)
+        self._close_current()
         super().close()
 
     def __del__(self) -> None:
@@ -222,32 +137,79 @@ class GuardedStream(Stream[T]):
 
 
 class GuardedAsyncStream(AsyncStream[T]):
-    """An ``AsyncStream`` that reports every chunk and ends its call exactly once; close is awaited."""
+    """An ``AsyncStream`` that reports every chunk, resumes when it breaks and ends its call once."""
 
     _mw: StreamObserver | None = None
+    _current: Any = None
 
     def __init__(self, *, cast_to: type[T], response: Any, client: Any, options: Any = None) -> None:
         super().__init__(cast_to=cast_to, response=response, client=client, options=options)
-        self._mw = _observer_for(response)
+        self._mw = obs = _observer_for(response)
+        if obs is not None:
+            obs.options = options
+
+    @property
+    def checkpoint_id(self) -> str | None:
+        """The id under which this stream writes checkpoints (None without a checkpoint store)."""
+        return self._mw.checkpoint_id if self._mw is not None else None
+
+    @property
+    def partial(self) -> Any:
+        """Everything received so far (a ``PartialResult``)."""
+        return self._mw.snapshot_partial() if self._mw is not None else None
 
     async def __stream__(self) -> AsyncIterator[T]:
-        inner = super().__stream__()
+        inner: AsyncIterator[Any] = super().__stream__()
         obs = self._mw
         if obs is None:
             async for item in inner:
                 yield item
             return
         try:
-            async for item in inner:
-                if obs.on_chunk(item):
-                    yield item
+            while True:
+                try:
+                    async for item in inner:
+                        if obs.on_chunk(item):
+                            yield item
+                    break
+                except Exception as exc:
+                    plan = obs.on_break(exc)
+                    nxt = await self._resume(obs, plan) if plan is not None else None
+                    if nxt is None:
+                        return
+                    inner = nxt
         except GeneratorExit:
             obs.finish(n.STREAM_END_CLOSED)
             raise
         except BaseException as exc:
             obs.finish(n.STREAM_END_ERROR, exc)
             raise
+        finally:
+            await self._close_current()
         obs.finish(n.STREAM_END_COMPLETED)
+
+    async def _resume(self, obs: StreamObserver, plan: Any) -> AsyncIterator[Any] | None:
+        while plan is not None:
+            slot = ResumeSlot(obs.ctx)
+            token = RESUMING.set(slot)
+            try:
+                stream = await obs.resume_request(self._client, plan)
+            except Exception as exc:
+                plan = obs.on_resume_failed(exc)
+                continue
+            finally:
+                RESUMING.reset(token)
+            obs.adopt(slot)
+            await self._close_current()
+            self._current = stream
+            ait: AsyncIterator[Any] = stream.__aiter__()
+            return ait
+        return None
+
+    async def _close_current(self) -> None:
+        current, self._current = self._current, None
+        if current is not None:
+            await current.close()
 
     async def __aiter__(self) -> AsyncIterator[T]:
         try:
@@ -262,6 +224,7 @@ class GuardedAsyncStream(AsyncStream[T]):
         """Close the response (awaited) and end the call."""
         if self._mw is not None:
             self._mw.finish(n.STREAM_END_CLOSED)
+        await self._close_current()
         await super().close()
 
     def __del__(self) -> None:

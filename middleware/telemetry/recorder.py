@@ -137,7 +137,7 @@ class Recorder:
 
     @staticmethod
     def _exemplar(ctx: CallContext) -> dict[str, str] | None:
-        return {"trace_id": ctx.trace_id} if ctx.trace_id else None
+        return {n.EXEMPLAR_TRACE_ID: ctx.trace_id} if ctx.trace_id else None
 
     # ------------------------------------------------------------------ call lifecycle
     def start_call(
@@ -336,13 +336,13 @@ class Recorder:
         bias = self.m[n.ESTIMATE_BIAS_TOKENS]
         if ctx.input_tokens:
             hist.observe((model, n.TOKEN_INPUT), abs(est.prompt_tokens - ctx.input_tokens) / ctx.input_tokens)
-            bias.add((model, n.TOKEN_INPUT, "estimated"), est.prompt_tokens)
-            bias.add((model, n.TOKEN_INPUT, "actual"), ctx.input_tokens)
+            bias.add((model, n.TOKEN_INPUT, n.KIND_ESTIMATED), est.prompt_tokens)
+            bias.add((model, n.TOKEN_INPUT, n.KIND_ACTUAL), ctx.input_tokens)
         if ctx.output_tokens and est.predicted_output_tokens is not None:
             predicted = est.predicted_output_tokens
             hist.observe((model, n.TOKEN_OUTPUT), abs(predicted - ctx.output_tokens) / ctx.output_tokens)
-            bias.add((model, n.TOKEN_OUTPUT, "estimated"), predicted)
-            bias.add((model, n.TOKEN_OUTPUT, "actual"), ctx.output_tokens)
+            bias.add((model, n.TOKEN_OUTPUT, n.KIND_ESTIMATED), predicted)
+            bias.add((model, n.TOKEN_OUTPUT, n.KIND_ACTUAL), ctx.output_tokens)
 
     # ------------------------------------------------------------------ streams
     @_guarded()
@@ -487,7 +487,7 @@ class Recorder:
     def breaker_transition(self, endpoint: str, model: str, state: str) -> None:
         """RetryEvents: a circuit breaker changed state."""
         label = self.model_label(model)
-        value = {"closed": 0.0, "half_open": 1.0, "open": 2.0}.get(state, 0.0)
+        value = n.BREAKER_STATE_VALUES.get(state, 0.0)
         self.m[n.BREAKER_STATE].set((label, endpoint), value)
         self.m[n.BREAKER_TRANSITIONS].add((label, endpoint, state))
 

@@ -147,11 +147,15 @@ def test_stream_server_cut_ends_with_error(simulator: Any, protect_with: Any, te
 
     client = protect_with(openai.OpenAI(api_key="sk-test", base_url=simulator.base_url, max_retries=0),
                           Config(streaming=StreamConfig(resume=False)))
+    from middleware import StreamInterrupted
+
     got = []
-    with pytest.raises(openai.APIError):
+    with pytest.raises(StreamInterrupted) as info:
         for chunk in client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=50, stream=True,
                                                     extra_headers={"x-sim-fault": "cut_after=3"}):
             got.append(chunk)
+    assert isinstance(info.value.__cause__, openai.APIError)  # the SDK's error stays reachable
+    assert info.value.partial.text == "".join(c.choices[0].delta.content or "" for c in got if c.choices)
     [span] = _stream_spans(telemetry)
     assert span.attributes[n.A_STREAM_END] == n.STREAM_END_ERROR
     assert span.status.status_code == StatusCode.ERROR
@@ -160,7 +164,7 @@ def test_stream_server_cut_ends_with_error(simulator: Any, protect_with: Any, te
 
 
 def test_async_stream_endings(simulator: Any, protect_with: Any, telemetry: Any) -> None:
-    from middleware import Config, StreamConfig
+    from middleware import Config, StreamConfig, StreamInterrupted
 
     async def run() -> None:
         client = protect_with(openai.AsyncOpenAI(api_key="sk-test", base_url=simulator.base_url, max_retries=0),
@@ -179,7 +183,7 @@ def test_async_stream_endings(simulator: Any, protect_with: Any, telemetry: Any)
         await s3.close()
         assert s3.response.is_closed
         # server cut
-        with pytest.raises(openai.APIError):
+        with pytest.raises((openai.APIError, StreamInterrupted)):
             s4 = await client.chat.completions.create(**kw, extra_headers={"x-sim-fault": "cut_after=2"})
             async for _c in s4:
                 pass

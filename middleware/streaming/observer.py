@@ -1,0 +1,448 @@
+"""The per-stream observer: progress, timing, partial result, checkpoints, resumption decisions.
+
+Per chunk it does only cheap local work (a timestamp, counters, the partial-text buffer and two
+comparisons); metrics are flushed in batches, progress is reported on a timer and checkpoints are
+written every ``checkpoint_every_chunks`` chunks. The decisions taken when a stream breaks are
+written once here; the sync and async streams only carry out the I/O (see ``guard.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from openai._constants import RAW_RESPONSE_HEADER
+from openai.types.chat import ChatCompletion
+
+from ..context import CallContext
+from ..errors import PartialResult, StreamInterrupted
+from ..telemetry import names as n
+from .checkpoint import Checkpoint, new_checkpoint_id
+from .progress import PROGRESS_CALLBACK, snapshot
+from .resumption import ResumeSlot, continuation_body, interruption_cause
+
+if TYPE_CHECKING:
+    from ..pipeline import Pipeline
+
+FLUSH_EVERY = 256
+_PRIVATE_HEADERS = ("authorization", "api-key", "openai-api-key", "cookie", "x-stainless")
+
+
+@dataclass(frozen=True)
+class Seed:
+    """What a stream continues from when it is a resumption of a checkpoint (``resume()``)."""
+
+    checkpoint_id: str
+    body: dict[str, Any]
+    text: str
+    tokens: int
+
+
+SEED: ContextVar[Seed | None] = ContextVar("middleware_stream_seed", default=None)
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """How to continue a broken stream: a chat continuation body, or a Responses cursor."""
+
+    kind: str  # "chat" | "responses"
+    body: dict[str, Any] | None = None
+    response_id: str | None = None
+    starting_after: int | None = None
+
+
+def _replay_headers(options: Any) -> dict[str, str]:
+    headers = getattr(options, "headers", None)
+    if not isinstance(headers, dict):
+        return {}
+    return {k: v for k, v in headers.items()
+            if isinstance(v, str) and not k.lower().startswith(_PRIVATE_HEADERS)}
+
+
+class StreamObserver:
+    """Per-stream state, and the single end of the call."""
+
+    __slots__ = (
+        "__weakref__",
+        "_body",
+        "_children",
+        "_created",
+        "_event_limit",
+        "_expected",
+        "_flushed",
+        "_gaps",
+        "_interval",
+        "_last",
+        "_next_ckpt",
+        "_next_progress",
+        "_opening",
+        "_parts",
+        "_resumptions",
+        "_seam",
+        "_splice",
+        "_store",
+        "_tokens",
+        "checkpoint_id",
+        "ctx",
+        "done",
+        "on_progress",
+        "options",
+        "partial",
+        "pipeline",
+        "services",
+    )
+
+    def __init__(self, pipeline: Pipeline, ctx: CallContext, on_progress: Any = None) -> None:
+        self.pipeline = pipeline
+        self.ctx = ctx
+        self.services = services = pipeline.streaming
+        cfg = services.config
+        self.done = False
+        self.options: Any = None
+        self._last: float | None = None
+        self._gaps: list[float] = []
+        self._parts: list[str] = []
+        self._tokens = 0
+        self._body = ctx.body
+        self.partial = PartialResult()
+        self._event_limit = pipeline.recorder._chunk_event_limit(ctx)
+        self._flushed = 0
+        self._seam: float | None = None
+        self._splice: tuple[str, int] | None = None
+        self._opening = False
+        self._created = 0
+        self._resumptions = 0
+        self._children: list[CallContext] = []
+        self.checkpoint_id: str | None = None
+        seed = SEED.get()
+        if seed is not None:
+            self._body = seed.body
+            self._parts.append(seed.text)
+            self._tokens = seed.tokens
+            self.checkpoint_id = seed.checkpoint_id
+        self._store = services.store
+        every = cfg.checkpoint_every_chunks
+        self._next_ckpt = every if self._store is not None and every > 0 else math.inf
+        if self._store is not None and self.checkpoint_id is None:
+            self.checkpoint_id = new_checkpoint_id()
+        self.on_progress = on_progress or PROGRESS_CALLBACK.get() or cfg.on_progress
+        self._interval = cfg.progress_interval_seconds
+        self._next_progress = time.monotonic() + self._interval if self.on_progress is not None else math.inf
+        est = ctx.estimate
+        self._expected: int | None = None
+        if est is not None:
+            self._expected = est.predicted_output_tokens or est.max_output_tokens
+        pipeline.recorder.stream_opened(ctx)
+
+    # ---------------------------------------------------------------- per chunk
+    def on_chunk(self, chunk: Any) -> bool:
+        """Record one chunk; return False when the chunk must be hidden from the caller."""
+        now = time.monotonic()
+        ctx = self.ctx
+        last = self._last
+        if last is None:
+            self._first(now)
+        else:
+            self._gaps.append(now - last)
+        self._last = now
+        ctx.chunks += 1
+        if ctx.chunks <= self._event_limit:
+            self.pipeline.recorder.chunk_event(ctx, ctx.chunks, now)
+        visible = self._read_chat(chunk) if ctx.operation == "chat" else self._read_event(chunk)
+        if len(self._gaps) >= FLUSH_EVERY:
+            self.flush()
+        if now >= self._next_progress:
+            self._report(now)
+        if ctx.chunks >= self._next_ckpt:
+            self.write_checkpoint()
+        return visible
+
+    def _first(self, now: float) -> None:
+        seam = self._seam
+        if seam is None:
+            self.pipeline.recorder.first_chunk(self.ctx, now)
+            return
+        self._seam = None
+        self.pipeline.recorder.resumption(self.ctx, n.OUTCOME_SUCCESS, now - seam, self.partial.sequence_number)
+
+    def _read_chat(self, chunk: Any) -> bool:
+        choices = chunk.choices
+        splice = self._splice
+        if splice is not None:
+            chunk.id, chunk.created = splice
+            if self._opening:
+                self._opening = False
+                if _is_role_only(chunk):
+                    return False
+        if choices:
+            choice = choices[0]
+            delta = choice.delta
+            content = delta.content if delta is not None else None
+            if content:
+                self._parts.append(content)
+                self._tokens += 1
+            if delta is not None and delta.tool_calls:
+                for call in delta.tool_calls:
+                    self.partial.tool_calls.append(call.model_dump(exclude_none=True))
+            if choice.finish_reason:
+                self.partial.finish_reason = choice.finish_reason
+        usage = chunk.usage
+        if usage is not None:
+            self.ctx.input_tokens = usage.prompt_tokens
+            self.ctx.output_tokens = usage.completion_tokens
+            self.partial.usage = {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens}
+            if not choices and not self.ctx.include_usage_requested:
+                return False
+        if self.partial.response_id is None:
+            self.partial.response_id = chunk.id
+            self.ctx.response_id = chunk.id
+            self.ctx.response_model = chunk.model
+            self._created = chunk.created
+        return True
+
+    def _read_event(self, event: Any) -> bool:
+        etype = getattr(event, "type", "")
+        seq = getattr(event, "sequence_number", None)
+        if seq is not None:
+            self.partial.sequence_number = seq
+        if etype == "response.output_text.delta":
+            self._parts.append(event.delta)
+            self._tokens += 1
+        elif etype in ("response.completed", "response.incomplete", "response.failed", "response.created"):
+            response = event.response
+            self.ctx.response_id = response.id
+            self.partial.response_id = response.id
+            self.ctx.response_model = response.model
+            usage = response.usage
+            if usage is not None:
+                self.ctx.input_tokens = usage.input_tokens
+                self.ctx.output_tokens = usage.output_tokens
+                self.partial.usage = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
+            if etype != "response.created":
+                self.partial.finish_reason = etype.split(".", 1)[1]
+        return True
+
+    # ---------------------------------------------------------------- batched side work
+    def flush(self) -> None:
+        """Push the batched chunk count and inter-chunk gaps to the recorder."""
+        gaps = self._gaps
+        self._gaps = []
+        self.pipeline.recorder.stream_chunks(self.ctx, self.ctx.chunks - self._flushed, gaps)
+        self._flushed = self.ctx.chunks
+
+    def _report(self, now: float, done: bool = False) -> None:
+        self._next_progress = now + self._interval
+        callback = self.on_progress
+        if callback is None:
+            return
+        try:
+            callback(self.progress(done))
+        except Exception as exc:
+            self.pipeline.recorder.telemetry_error("progress_callback", exc)
+
+    def progress(self, done: bool = False) -> Any:
+        """A :class:`~middleware.streaming.progress.Progress` snapshot."""
+        ctx = self.ctx
+        elapsed = ctx.elapsed
+        first = ctx.first_chunk_at
+        generating = time.monotonic() - first if first is not None else 0.0
+        return snapshot(self._tokens, ctx.chunks, elapsed, generating, self._expected, done)
+
+    def write_checkpoint(self) -> None:
+        """Persist the request and the partial output (no-op without a store; never raises)."""
+        store = self._store
+        every = self.services.config.checkpoint_every_chunks
+        self._next_ckpt = self.ctx.chunks + every if every > 0 else math.inf
+        if store is None or self.checkpoint_id is None:
+            return
+        ctx = self.ctx
+        try:
+            body = dict(self._body)
+            if ctx.background:
+                body["background"] = True
+            checkpoint = Checkpoint(
+                id=self.checkpoint_id, operation=ctx.operation, model=ctx.model, body=body, text=self.text(),
+                tokens=self._tokens, sequence_number=self.partial.sequence_number,
+                response_id=self.partial.response_id, headers=_replay_headers(self.options),
+            )
+            store.save(checkpoint, self.services.config.checkpoint_ttl_seconds)
+            self.pipeline.recorder.checkpoint(ctx, store.backend, self.checkpoint_id)
+        except Exception as exc:
+            self.pipeline.recorder.telemetry_error("checkpoint", exc)
+
+    def text(self) -> str:
+        """The text received so far."""
+        return "".join(self._parts)
+
+    # ---------------------------------------------------------------- breaks and resumption
+    def on_break(self, exc: Exception) -> ResumePlan | None:
+        """A stream broke: the plan to resume it; None to end with the partial; else raises."""
+        cause = interruption_cause(exc)
+        if cause is None:
+            raise exc
+        ctx = self.ctx
+        cfg = self.services.config
+        recorder = self.pipeline.recorder
+        text = self.text()
+        if cause == "stall":
+            recorder.stall(ctx, cfg.idle_timeout_seconds)
+        recorder.interruption(ctx, cause, len(text))
+        if self._seam is None:
+            self._seam = self._last if self._last is not None else time.monotonic()
+        self._last = None
+        if self._store is not None:
+            self.write_checkpoint()
+        plan = self._plan() if cfg.resume and self._resumptions < cfg.max_resumptions else None
+        if plan is None:
+            self._give_up(exc, cause)
+            return None
+        self._resumptions += 1
+        return plan
+
+    def on_resume_failed(self, exc: Exception) -> ResumePlan | None:
+        """The resumed request itself failed (after the pipeline's retries): try again or give up."""
+        self.pipeline.recorder.resumption(self.ctx, n.OUTCOME_ERROR, None, self.partial.sequence_number)
+        cfg = self.services.config
+        plan = self._plan() if self._resumptions < cfg.max_resumptions else None
+        if plan is None:
+            self._give_up(exc, interruption_cause(exc) or "resume_failed")
+            return None
+        self._resumptions += 1
+        return plan
+
+    def _plan(self) -> ResumePlan | None:
+        ctx = self.ctx
+        if ctx.operation == "chat":
+            if self.partial.tool_calls:
+                return None  # a half-written tool call cannot be continued as assistant text
+            body = continuation_body(self._body, self.text(), self._tokens)
+            return ResumePlan("chat", body=body) if body is not None else None
+        rid, seq = self.partial.response_id, self.partial.sequence_number
+        if ctx.operation == "responses" and rid and seq is not None and (
+                ctx.background or self._body.get("background") is True):
+            return ResumePlan("responses", response_id=rid, starting_after=seq)
+        return None
+
+    def _give_up(self, exc: Exception, cause: str) -> None:
+        """Raise StreamInterrupted with the partial result, or end the call with it (return_partial)."""
+        partial = self.snapshot_partial()
+        error = StreamInterrupted(
+            f"stream interrupted ({cause}) after {len(partial.text)} characters; "
+            f"{self._resumptions} resumption(s) attempted",
+            partial=partial, cause=cause, checkpoint_id=self.checkpoint_id,
+        )
+        if self.services.config.return_partial:
+            self.finish(n.STREAM_END_ERROR, error)
+            return None
+        raise error from exc
+
+    def snapshot_partial(self) -> PartialResult:
+        """The partial result with the text so far filled in."""
+        self.partial.text = self.text()
+        self.partial.chunks = self.ctx.chunks
+        return self.partial
+
+    def resume_request(self, client: Any, plan: ResumePlan) -> Any:
+        """Issue the resumed request (an awaitable on async clients); run it with RESUMING set."""
+        options = self.options
+        headers = {k: v for k, v in (getattr(options, "headers", None) or {}).items()
+                   if k.lower() != RAW_RESPONSE_HEADER.lower()}
+        timeout = getattr(options, "timeout", None)
+        extra: dict[str, Any] = {} if timeout is None or _is_not_given(timeout) else {"timeout": timeout}
+        if plan.kind == "responses":
+            return client.responses.retrieve(plan.response_id, stream=True, starting_after=plan.starting_after,
+                                             extra_headers=headers, **extra)
+        from openai import AsyncStream, Stream
+        from openai.types.chat import ChatCompletionChunk
+
+        if self.partial.response_id is not None:
+            self._splice = (self.partial.response_id, self._created)
+            self._opening = True
+        stream_cls: Any = AsyncStream if _is_async(client) else Stream
+        return client.post("/chat/completions", body=plan.body, cast_to=ChatCompletion,
+                           options={"headers": headers, **extra}, stream=True,
+                           stream_cls=stream_cls[ChatCompletionChunk])
+
+    def adopt(self, slot: ResumeSlot) -> None:
+        """Keep the child contexts of a resumed request (settled when the stream ends)."""
+        self._children.extend(slot.children)
+
+    # ---------------------------------------------------------------- the end, exactly once
+    def finish(self, state: str, error: BaseException | None = None) -> None:
+        """End the stream's call with its final state (idempotent)."""
+        if self.done:
+            return
+        self.done = True
+        ctx = self.ctx
+        pipeline = self.pipeline
+        try:
+            pipeline.recorder.stream_chunks(ctx, ctx.chunks - self._flushed, self._gaps)
+            self._flushed = ctx.chunks
+            self._gaps = []
+            self.snapshot_partial()
+            if self.partial.finish_reason:
+                ctx.finish_reasons = [self.partial.finish_reason]
+            if pipeline.recorder.capture_content:
+                ctx.output_text = self.partial.text
+            pipeline.recorder.stream_closed(ctx, state)
+            if self.on_progress is not None and state == n.STREAM_END_COMPLETED:
+                self._report(time.monotonic(), done=True)
+            self._after(state)
+        finally:
+            self._settle()
+            pipeline.recorder.end_call(ctx, error)
+
+    def _after(self, state: str) -> None:
+        ctx = self.ctx
+        if state in (n.STREAM_END_COMPLETED, n.STREAM_END_CLOSED) and self._store is not None and self.checkpoint_id:
+            try:
+                self._store.delete(self.checkpoint_id)
+            except Exception as exc:
+                self.pipeline.recorder.telemetry_error("checkpoint", exc)
+        first = ctx.first_chunk_at
+        if state == n.STREAM_END_COMPLETED and not self._children and first is not None and ctx.output_tokens:
+            generating = time.monotonic() - first
+            if generating > 0:
+                self.services.adaptive.observe(ctx.model, first - ctx.started, ctx.output_tokens / generating)
+
+    def _settle(self) -> None:
+        """Settle the reservations: the last request's against the reported usage; broken ones stay charged."""
+        ctx = self.ctx
+        children = self._children
+        if not children:
+            self.pipeline.settle(ctx)
+            return
+        ctx.settled = True
+        for child in children:
+            child.settled = True
+        last = children[-1]
+        reservation = last.reservation
+        if reservation is not None and ctx.input_tokens is not None:
+            try:
+                self.pipeline.limiter.settle(reservation, ctx.input_tokens + (ctx.output_tokens or 0))
+            except Exception as exc:
+                self.pipeline.recorder.telemetry_error("settle", exc)
+
+
+def _is_role_only(chunk: Any) -> bool:
+    """The continuation's opening chunk (role, empty content): the caller already had one."""
+    if chunk.usage is not None or len(chunk.choices) != 1:
+        return False
+    choice = chunk.choices[0]
+    delta = choice.delta
+    return bool(delta.role) and not delta.content and not delta.tool_calls and not choice.finish_reason
+
+
+def _is_not_given(value: Any) -> bool:
+    from openai import NotGiven
+
+    return isinstance(value, NotGiven)
+
+
+def _is_async(client: Any) -> bool:
+    from openai import AsyncOpenAI
+
+    return isinstance(client, AsyncOpenAI)
