@@ -1,0 +1,1 @@
+"""One module per dashboard; each exposes ``DASHBOARD`` (a :class:`dashboards.spec.Dashboard`)."""

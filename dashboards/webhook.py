@@ -1,0 +1,78 @@
+"""A tiny Alertmanager webhook receiver: records (and prints) every notification it is sent.
+
+Used by the tests (in a thread) and by the compose stack (``python -m dashboards.webhook``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class WebhookReceiver:
+    """Serves POSTs on 127.0.0.1 (or `host`) and keeps their JSON bodies with the request path."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, echo: bool = False) -> None:
+        self.notifications: list[tuple[str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                payload = json.loads(body or b"{}")
+                with receiver._lock:
+                    receiver.notifications.append((self.path, payload))
+                if echo:
+                    print(self.path, json.dumps(payload), flush=True)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        """Base URL of the receiver."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Every alert received so far (flattened from the notifications)."""
+        with self._lock:
+            return [a for _, n in self.notifications for a in n.get("alerts", [])]
+
+    def firing(self) -> set[str]:
+        """Names of alerts received in state firing."""
+        return {a["labels"]["alertname"] for a in self.alerts() if a.get("status") == "firing"}
+
+    def start(self) -> WebhookReceiver:
+        """Start serving in a daemon thread."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve until interrupted, printing each notification."""
+    parser = argparse.ArgumentParser(prog="python -m dashboards.webhook")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8080)
+    args = parser.parse_args(argv)
+    receiver = WebhookReceiver(args.host, args.port, echo=True)
+    receiver._server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
