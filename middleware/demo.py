@@ -150,6 +150,20 @@ def _burst(client: openai.OpenAI, model: str, tally: Tally, size: int) -> None:
         t.join(timeout=120)
 
 
+def show_resumption(client: openai.OpenAI, model: str, console: Console) -> bool:
+    """Cut one stream mid-way (simulator fault) and show that the caller still gets the whole text."""
+    kw: Any = {"model": model, "max_tokens": 200, "seed": 42, "stream": True,
+               "messages": [{"role": "user", "content": "Explain stream resumption."}]}
+    whole = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(**kw) if c.choices)
+    once = f"demo-cut-{time.time_ns()}"  # the fault hits the first request only, not the continuation
+    cut = client.chat.completions.create(**kw, extra_headers={"x-sim-fault": "cut_after=30", "x-sim-fault-once": once})
+    stitched = "".join(c.choices[0].delta.content or "" for c in cut if c.choices)
+    same = stitched == whole
+    console.print(f"stream cut by the server after 30 chunks, resumed by continuation: "
+                  f"{len(stitched)} characters, identical to the uninterrupted stream: {same}")
+    return same
+
+
 def _status_table(tally: Tally, started: float, metrics_url: str) -> Table:
     table = Table(title=f"middleware demo — {time.monotonic() - started:5.1f}s — metrics at {metrics_url}")
     table.add_column("what")
@@ -222,7 +236,7 @@ def _start_simulator(args: argparse.Namespace) -> Any:
 
     config = SimulatorConfig(
         rpm=args.rpm, tpm=args.tpm, window_s=args.window, ttft_s=0.05, tokens_per_s=400.0, jitter=0.2,
-        fault_rates={"status=503": 0.03, "status=500": 0.02},
+        fault_rates={"status=503": 0.03, "status=500": 0.02, "cut_after=30": 0.05},
     )
     return start_subprocess(config)
 
@@ -247,9 +261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             sim = _start_simulator(args)
             raw = openai.OpenAI(api_key="sk-demo-not-a-real-key", base_url=sim.base_url)
             model, scale, workers = SIM_MODEL, 1.0, args.workers
-            # Nothing configured about the limits: the middleware learns them from the headers.
+            # The limits themselves are not configured: the middleware learns them from the headers.
+            # Only the window length is given (the simulator's is shortened from OpenAI's minute).
             env = Config.from_env()  # MIDDLEWARE_REDIS_URL etc. still apply
-            config = env.with_(limits=replace(env.limits, max_wait_seconds=120.0),
+            config = env.with_(limits=replace(env.limits, max_wait_seconds=120.0, window_seconds=args.window),
                                retry=replace(env.retry, max_attempts=6))
         client = protect(raw, config)
         target = "real API" if sim is None else f"simulator at {sim.base_url}"
@@ -257,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"{workers} workers for {args.duration:.0f}s; Prometheus metrics at {metrics_url}")
         if telemetry.otlp_endpoint:
             console.print(f"traces exported over OTLP to {telemetry.otlp_endpoint}")
+        if sim is not None:
+            show_resumption(client, model, console)
         tally = Tally()
         stop = threading.Event()
         started = time.monotonic()
