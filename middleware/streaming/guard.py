@@ -38,14 +38,13 @@ def _observer_for(response: Any) -> StreamObserver | None:
         return None
 
 
-class GuardedStream(Stream[T]):
-    """A ``Stream`` that reports every chunk, resumes when it breaks and ends its call exactly once."""
+class _Guard:
+    """What both guarded stream classes share: the observer, checkpoint id, partial, abandonment."""
 
     _mw: StreamObserver | None = None
     _current: Any = None
 
-    def __init__(self, *, cast_to: type[T], response: Any, client: Any, options: Any = None) -> None:
-        super().__init__(cast_to=cast_to, response=response, client=client, options=options)
+    def _attach(self, response: Any, options: Any) -> None:
         self._mw = obs = _observer_for(response)
         if obs is not None:
             obs.options = options
@@ -59,6 +58,23 @@ class GuardedStream(Stream[T]):
     def partial(self) -> Any:
         """Everything received so far (a ``PartialResult``)."""
         return self._mw.snapshot_partial() if self._mw is not None else None
+
+    def __del__(self) -> None:
+        obs = self._mw
+        if obs is not None and not obs.done:
+            try:
+                obs.finish(n.STREAM_END_ABANDONED)
+            except Exception:
+                pass
+
+
+class GuardedStream(Stream[T], _Guard):
+    """A ``Stream`` that reports every chunk, resumes when it breaks and ends its call exactly once."""
+
+    def __init__(self, *, cast_to: type[T], response: Any, client: Any, options: Any = None) -> None:
+        super().__init__(cast_to=cast_to, response=response, client=client, options=options)
+        self._attach(response, options)
+
 
     def __stream__(self) -> Iterator[T]:
         inner: Iterator[Any] = super().__stream__()
@@ -127,36 +143,15 @@ class GuardedStream(Stream[T]):
         self._close_current()
         super().close()
 
-    def __del__(self) -> None:
-        obs = self._mw
-        if obs is not None and not obs.done:
-            try:
-                obs.finish(n.STREAM_END_ABANDONED)
-            except Exception:
-                pass
 
 
-class GuardedAsyncStream(AsyncStream[T]):
+class GuardedAsyncStream(AsyncStream[T], _Guard):
     """An ``AsyncStream`` that reports every chunk, resumes when it breaks and ends its call once."""
-
-    _mw: StreamObserver | None = None
-    _current: Any = None
 
     def __init__(self, *, cast_to: type[T], response: Any, client: Any, options: Any = None) -> None:
         super().__init__(cast_to=cast_to, response=response, client=client, options=options)
-        self._mw = obs = _observer_for(response)
-        if obs is not None:
-            obs.options = options
+        self._attach(response, options)
 
-    @property
-    def checkpoint_id(self) -> str | None:
-        """The id under which this stream writes checkpoints (None without a checkpoint store)."""
-        return self._mw.checkpoint_id if self._mw is not None else None
-
-    @property
-    def partial(self) -> Any:
-        """Everything received so far (a ``PartialResult``)."""
-        return self._mw.snapshot_partial() if self._mw is not None else None
 
     async def __stream__(self) -> AsyncIterator[T]:
         inner: AsyncIterator[Any] = super().__stream__()
@@ -227,10 +222,3 @@ class GuardedAsyncStream(AsyncStream[T]):
         await self._close_current()
         await super().close()
 
-    def __del__(self) -> None:
-        obs = self._mw
-        if obs is not None and not obs.done:
-            try:
-                obs.finish(n.STREAM_END_ABANDONED)
-            except Exception:
-                pass

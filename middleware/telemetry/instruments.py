@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -45,6 +46,34 @@ def _prometheus_metric(registry: CollectorRegistry, m: names.MetricDef) -> Any:
         return metric
 
 
+class OtelGate:
+    """Whether OTel metric calls reach a real meter provider (rechecked at most once a second).
+
+    Without a configured provider the OTel API hands out proxy instruments whose calls do nothing;
+    skipping them saves a few microseconds per metric update. A provider installed later (by the
+    application or ``setup_telemetry``) is picked up within a second.
+    """
+
+    __slots__ = ("_active", "_checked_at", "_explicit")
+
+    def __init__(self, explicit: bool) -> None:
+        self._explicit = explicit
+        self._active = explicit
+        self._checked_at = -1.0
+
+    @property
+    def active(self) -> bool:
+        """True when metric calls should go to the OTel instruments."""
+        if self._explicit:
+            return True
+        now = time.monotonic()
+        if now - self._checked_at > 1.0:
+            self._checked_at = now
+            provider = otel_metrics.get_meter_provider()
+            self._active = type(provider).__name__ not in ("_ProxyMeterProvider", "NoOpMeterProvider")
+        return self._active
+
+
 def _otel_attributes(labels: tuple[str, ...], values: tuple[str, ...]) -> dict[str, str]:
     return {names.OTEL_ATTRIBUTE_FOR_LABEL.get(k, f"llm_middleware.{k}"): v for k, v in zip(labels, values)}
 
@@ -52,10 +81,13 @@ def _otel_attributes(labels: tuple[str, ...], values: tuple[str, ...]) -> dict[s
 class Instrument:
     """One metric on both sides. Label children and OTel attribute dicts are cached per label tuple."""
 
-    __slots__ = ("_attrs", "_children", "_otel", "_prom", "definition")
+    __slots__ = ("_attrs", "_children", "_gate", "_otel", "_prom", "definition")
 
-    def __init__(self, definition: names.MetricDef, registry: CollectorRegistry, meter: otel_metrics.Meter) -> None:
+    def __init__(
+        self, definition: names.MetricDef, registry: CollectorRegistry, meter: otel_metrics.Meter, gate: OtelGate
+    ) -> None:
         self.definition = definition
+        self._gate = gate
         self._prom = _prometheus_metric(registry, definition)
         self._children: dict[tuple[str, ...], Any] = {}
         self._attrs: dict[tuple[str, ...], Mapping[str, str]] = {}
@@ -86,7 +118,8 @@ class Instrument:
             child.inc(amount, exemplar)
         else:
             child.inc(amount)
-        self._otel.add(amount, self._attrs[values])
+        if self._gate.active:
+            self._otel.add(amount, self._attrs[values])
 
     def observe(self, values: tuple[str, ...], amount: float, exemplar: dict[str, str] | None = None) -> None:
         """Histogram observation (with a trace-id exemplar when given)."""
@@ -95,35 +128,43 @@ class Instrument:
             child.observe(amount, exemplar)
         else:
             child.observe(amount)
-        self._otel.record(amount, self._attrs[values])
+        if self._gate.active:
+            self._otel.record(amount, self._attrs[values])
 
     def observe_many(self, values: tuple[str, ...], amounts: list[float]) -> None:
         """Several histogram observations for one label set (stream chunk gaps)."""
         child = self._child(values)
-        attrs = self._attrs[values]
-        record = self._otel.record
         observe = child.observe
         for a in amounts:
             observe(a)
-            record(a, attrs)
+        if self._gate.active:
+            attrs = self._attrs[values]
+            record = self._otel.record
+            for a in amounts:
+                record(a, attrs)
 
     def set(self, values: tuple[str, ...], value: float) -> None:
         """Gauge set."""
         self._child(values).set(value)
-        self._otel.set(value, self._attrs[values])
+        if self._gate.active:
+            self._otel.set(value, self._attrs[values])
 
     def delta(self, values: tuple[str, ...], amount: float) -> None:
         """Gauge increment or decrement; the OTel gauge is set to the resulting value."""
         child = self._child(values)
         child.inc(amount)
-        self._otel.set(child._value.get(), self._attrs[values])
+        if self._gate.active:
+            self._otel.set(child._value.get(), self._attrs[values])
 
 
 class Instruments:
     """All instruments of the names module, by MetricDef name."""
 
-    def __init__(self, registry: CollectorRegistry, meter: otel_metrics.Meter) -> None:
-        self.by_name: dict[str, Instrument] = {m.name: Instrument(m, registry, meter) for m in names.ALL_METRICS}
+    def __init__(self, registry: CollectorRegistry, meter: otel_metrics.Meter, *, explicit_provider: bool = False) -> None:
+        gate = OtelGate(explicit_provider)
+        self.by_name: dict[str, Instrument] = {
+            m.name: Instrument(m, registry, meter, gate) for m in names.ALL_METRICS
+        }
 
     def __getitem__(self, m: names.MetricDef) -> Instrument:
         return self.by_name[m.name]

@@ -97,7 +97,7 @@ class Recorder:
         self.registry = registry if registry is not None else REGISTRY
         self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("middleware", __version__)
         meter = (meter_provider or otel_metrics.get_meter_provider()).get_meter("middleware", __version__)
-        self.m = Instruments(self.registry, meter)
+        self.m = Instruments(self.registry, meter, explicit_provider=meter_provider is not None)
         if capture_content is None:
             capture_content = os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() in ("1", "true", "yes")
         self.capture_content = capture_content
@@ -257,14 +257,15 @@ class Recorder:
         request_id: str | None = None,
     ) -> None:
         """Close an attempt span with its outcome and count the attempt."""
+        attrs: dict[str, Any] = {n.A_REASON: reason}
         if status is not None:
-            span.set_attribute(n.A_HTTP_STATUS, status)
+            attrs[n.A_HTTP_STATUS] = status
         if request_id:
-            span.set_attribute(n.A_UPSTREAM_REQUEST_ID, request_id)
-        span.set_attribute(n.A_REASON, reason)
+            attrs[n.A_UPSTREAM_REQUEST_ID] = request_id
         if outcome != "success":
-            span.set_attribute(n.A_ERROR_TYPE, error_type or reason)
+            attrs[n.A_ERROR_TYPE] = error_type or reason
             span.set_status(Status(StatusCode.ERROR, reason))
+        span.set_attributes(attrs)
         span.end()
         self.m[n.ATTEMPTS].add((ctx.model_label, ctx.operation, outcome, reason))
 
@@ -297,33 +298,33 @@ class Recorder:
         etype = ""
         if error is not None or error_type is not None:
             etype = error_type or type(error).__name__
+        attrs: dict[str, Any] = {}
         if ctx.response_model:
-            span.set_attribute(n.A_RESPONSE_MODEL, ctx.response_model)
+            attrs[n.A_RESPONSE_MODEL] = ctx.response_model
         if ctx.response_id:
-            span.set_attribute(n.A_RESPONSE_ID, ctx.response_id)
+            attrs[n.A_RESPONSE_ID] = ctx.response_id
         if ctx.finish_reasons:
-            span.set_attribute(n.A_FINISH_REASONS, ctx.finish_reasons)
+            attrs[n.A_FINISH_REASONS] = ctx.finish_reasons
         if ctx.history:
-            span.set_attribute(n.A_ATTEMPTS, len(ctx.history))
+            attrs[n.A_ATTEMPTS] = len(ctx.history)
         usage = self.m[n.TOKEN_USAGE]
         if ctx.input_tokens is not None:
-            span.set_attribute(n.A_USAGE_INPUT, ctx.input_tokens)
+            attrs[n.A_USAGE_INPUT] = ctx.input_tokens
             usage.observe((model, ctx.operation, n.TOKEN_INPUT), ctx.input_tokens, exemplar)
         if ctx.output_tokens is not None:
-            span.set_attribute(n.A_USAGE_OUTPUT, ctx.output_tokens)
+            attrs[n.A_USAGE_OUTPUT] = ctx.output_tokens
             usage.observe((model, ctx.operation, n.TOKEN_OUTPUT), ctx.output_tokens, exemplar)
         self._estimate_error(ctx)
         if self.capture_content and ctx.output_text is not None:
-            span.set_attribute(n.A_OUTPUT_MESSAGES, ctx.output_text[:65536])
+            attrs[n.A_OUTPUT_MESSAGES] = ctx.output_text[:65536]
         self.m[n.OPERATION_DURATION].observe((model, ctx.operation, etype), duration, exemplar)
-        self.m[n.REQUESTS].add(
-            (model, ctx.operation, n.OUTCOME_ERROR if etype else n.OUTCOME_SUCCESS, etype), 1.0, exemplar
-        )
+        self.m[n.REQUESTS].add((model, ctx.operation, n.OUTCOME_ERROR if etype else n.OUTCOME_SUCCESS, etype))
         if etype:
-            span.set_attribute(n.A_ERROR_TYPE, etype)
+            attrs[n.A_ERROR_TYPE] = etype
             span.set_status(Status(StatusCode.ERROR, str(error)[:200] if error is not None else etype))
             if error is not None:
                 span.record_exception(error)
+        span.set_attributes(attrs)
         span.end()
         self._inflight(ctx.operation, -1)
 
