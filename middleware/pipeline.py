@@ -8,6 +8,7 @@ share one implementation of every decision; only the waiting and the I/O differ.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
@@ -18,7 +19,7 @@ from typing import Any
 
 from .config import Config
 from .context import OPERATION_FOR_ROUTE, CallContext
-from .errors import AttemptRecord, MiddlewareError, attach_history
+from .errors import AttemptRecord, MiddlewareError, RequestTooLarge, ThrottleTimeout, attach_history
 from .limits import Limiter, LimiterKey, Reservation
 from .retry import RetryController
 from .streaming.services import StreamingServices
@@ -163,7 +164,17 @@ class Pipeline:
         while True:
             attempt += 1
             state.before_attempt()  # the breaker may refuse: fail fast before reserving capacity
-            reservation: Reservation = yield Reserve(key, tokens)
+            try:
+                reservation: Reservation = yield Reserve(key, tokens)
+            except BaseException as exc:  # refused capacity or cancelled while waiting: free a half-open probe slot
+                state.on_cancel(sent=False)
+                if isinstance(exc, (ThrottleTimeout, RequestTooLarge)):
+                    self.recorder.throttled(
+                        ctx, decision=n.DECISION_REFUSED,
+                        reason=exc.reason if isinstance(exc, ThrottleTimeout) else "too_large",
+                        wait_seconds=exc.needed_seconds if isinstance(exc, ThrottleTimeout) else 0.0, tokens=tokens,
+                    )
+                raise
             ctx.reservation = reservation
             self.recorder.throttled(
                 ctx, decision=reservation.decision, reason=reservation.reason,
@@ -193,6 +204,12 @@ class Pipeline:
                 attach_history(error, state.history)
                 if error is not exc:
                     raise error from exc
+                raise
+            except BaseException:  # CancelledError, KeyboardInterrupt, flow closed: no verdict, free the probe slot
+                state.on_cancel()
+                self.recorder.end_attempt(ctx, span, outcome="terminal", reason="cancelled")
+                with contextlib.suppress(ValueError):  # closed from another context (garbage collection)
+                    CURRENT_CALL.reset(token)
                 raise
             CURRENT_CALL.reset(token)
             state.on_success()
@@ -296,6 +313,9 @@ class Pipeline:
                     value = None
             except Exception as exc:
                 error = exc
+            except BaseException:  # KeyboardInterrupt...: let the flow release what the attempt holds
+                gen.close()
+                raise
 
     async def run_async(self, ctx: CallContext, key: LimiterKey, tokens: int, options: Any,
                         send: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -319,6 +339,9 @@ class Pipeline:
                     value = None
             except Exception as exc:
                 error = exc
+            except BaseException:  # asyncio.CancelledError...: let the flow release what the attempt holds
+                gen.close()
+                raise
 
     def fail(self, ctx: CallContext, error: BaseException) -> None:
         """End a call that failed before or during its attempts."""

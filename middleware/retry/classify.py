@@ -18,14 +18,15 @@ RETRYABLE_REASONS: frozenset[str] = frozenset({
     "rate_limit", "server_error", "timeout", "connection", "conflict", "request_timeout",
     "should_retry_header", "stream_broken",
 })
+CANCELLED = "cancelled"  # the caller cancelled the attempt (CancelledError, KeyboardInterrupt): no verdict
 TERMINAL_REASONS: frozenset[str] = frozenset({
     "insufficient_quota", "billing", "request_too_large", "bad_request", "auth", "permission", "not_found",
-    "unprocessable", "content_policy", "should_not_retry_header", "other",
+    "unprocessable", "content_policy", "should_not_retry_header", "other", CANCELLED,
 })
 REASONS: frozenset[str] = RETRYABLE_REASONS | TERMINAL_REASONS
 # Never retried, whatever the configuration or an ``x-should-retry: true`` header says.
 NEVER_RETRY: frozenset[str] = frozenset({"insufficient_quota", "billing", "request_too_large",
-                                         "should_not_retry_header"})
+                                         "should_not_retry_header", CANCELLED})
 # Terminal by default, but a positive ``RetryConfig.per_class`` entry opts them in to retries (as LiteLLM allows).
 OPT_IN_REASONS: frozenset[str] = frozenset({"bad_request", "auth", "permission", "not_found", "unprocessable",
                                             "content_policy"})

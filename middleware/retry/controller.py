@@ -14,7 +14,7 @@ from middleware.errors import AttemptRecord, CircuitOpenError, RetryAfterTooLong
 from .backoff import compute_backoff, retry_after_delay
 from .breaker import BreakerPermit, CircuitBreaker, Outcome
 from .budget import RetryBudget
-from .classify import OPT_IN_REASONS, FailureClass, classify
+from .classify import CANCELLED, OPT_IN_REASONS, FailureClass, classify
 from .config import RetryConfig
 from .events import NoopRetryEvents, RetryEvents, SafeEvents
 from .redis_breaker import RedisCircuitBreaker
@@ -80,6 +80,7 @@ class CallRetryState:
         self._retries: Counter[str] = Counter()
         self._previous_delay: float | None = None
         self._permit = BreakerPermit(True, "closed")
+        self._in_flight = False
 
     @property
     def elapsed(self) -> float:
@@ -95,15 +96,18 @@ class CallRetryState:
             if not self._permit.allowed:
                 raise self._circuit_open(self._permit.retry_in_seconds)
         self.attempt += 1
+        self._in_flight = True
 
     def on_success(self) -> None:
         """Call after a successful attempt."""
+        self._in_flight = False
         self._record_breaker("success")
         self.history.append(AttemptRecord(self.attempt, "success", "ok"))
 
     def on_failure(self, exc: BaseException) -> RetryDecision:
         """Call after a failed attempt; the pipeline sleeps ``delay_seconds`` and retries, or stops."""
         failure = classify(exc)
+        self._in_flight = False
         self._record_breaker("failure" if failure.counts_for_breaker else "neutral")
         decision = self._decide(exc, failure)
         self.history.append(AttemptRecord(
@@ -113,6 +117,24 @@ class CallRetryState:
             self._retries[failure.reason] += 1
             self._previous_delay = decision.delay_seconds
         return decision
+
+    def on_cancel(self, *, sent: bool = True) -> None:
+        """Call when an attempt begun with ``before_attempt`` ends without a verdict: asyncio.CancelledError,
+        KeyboardInterrupt, the flow closed; or (``sent=False``) it was never sent (the wait for capacity failed).
+
+        Frees the half-open probe slot the attempt held (counting neither success nor failure), so that the
+        next call can probe at once instead of waiting for the slot to expire. A sent attempt is recorded as
+        "cancelled"; an unsent one is forgotten. Idempotent, and a no-op between attempts (nothing is held
+        during a backoff sleep).
+        """
+        if not self._in_flight:
+            return
+        self._in_flight = False
+        self._record_breaker("neutral")
+        if sent:
+            self.history.append(AttemptRecord(self.attempt, "terminal", CANCELLED))
+        else:
+            self.attempt -= 1
 
     def _decide(self, exc: BaseException, failure: FailureClass) -> RetryDecision:
         cfg, reason = self._c.config, failure.reason

@@ -160,7 +160,9 @@ class Instrument:
 class Instruments:
     """All instruments of the names module, by MetricDef name."""
 
-    def __init__(self, registry: CollectorRegistry, meter: otel_metrics.Meter, *, explicit_provider: bool = False) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, meter: otel_metrics.Meter, *, explicit_provider: bool = False
+    ) -> None:
         gate = OtelGate(explicit_provider)
         self.by_name: dict[str, Instrument] = {
             m.name: Instrument(m, registry, meter, gate) for m in names.ALL_METRICS

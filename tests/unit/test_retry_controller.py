@@ -232,3 +232,32 @@ def test_cancellation_is_terminal() -> None:
 
     assert state.on_failure(asyncio.CancelledError()).stop_reason == "terminal"
     assert state.on_failure(httpx2.ConnectError("refused")).retry
+
+
+def test_on_cancel_frees_the_half_open_probe_slot() -> None:
+    clock = FakeClock()
+    ctl = controller(clock, breaker_enabled=True, breaker_min_calls=1, breaker_open_seconds=5.0, max_attempts=1)
+    run(ctl.start("k", "chat", "m"), status_error(500))  # opens
+    clock.advance(5.0)
+    probe = ctl.start("k", "chat", "m")
+    probe.before_attempt()  # half-open: the one probe slot is taken
+    with pytest.raises(CircuitOpenError):
+        ctl.start("k", "chat", "m").before_attempt()
+    probe.on_cancel()
+    probe.on_cancel()  # idempotent
+    assert [(a.attempt, a.outcome, a.reason) for a in probe.history] == [(1, "terminal", "cancelled")]
+    again = ctl.start("k", "chat", "m")
+    again.before_attempt()  # the slot is free at once, not after the probe's expiry
+    again.on_success()
+    assert ctl.breaker is not None and ctl.breaker.state("chat", "m") == "closed"
+
+
+def test_on_cancel_unsent_attempt_is_forgotten_and_noop_between_attempts() -> None:
+    state = controller(jitter="none").start("k", "chat", "m")
+    state.before_attempt()
+    assert state.on_failure(status_error(500)).retry
+    state.on_cancel()  # during the backoff sleep: nothing held, nothing recorded
+    assert len(state.history) == 1
+    state.before_attempt()
+    state.on_cancel(sent=False)  # e.g. the limiter refused capacity: the attempt never went out
+    assert state.attempt == 1 and len(state.history) == 1

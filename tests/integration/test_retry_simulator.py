@@ -1,0 +1,398 @@
+"""Retries end to end: the real protected client (sync and async) against the simulator's fault injection.
+
+Delays are checked against the simulator's own arrival times (``x-sim-tag``), not against our bookkeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+
+from middleware import Config
+from middleware.client import protect
+from middleware.errors import CircuitOpenError, RetryAfterTooLong, attempt_history
+from middleware.pipeline import Pipeline
+from middleware.retry import CLOSED, HALF_OPEN, OPEN, RetryConfig
+from middleware.simulator import Simulator
+from middleware.telemetry import names as n
+from tests.fixtures.telemetry import TelemetryKit
+
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+MODEL = "gpt-4o"
+ROUTE = "/chat/completions"
+BASE = 0.05  # first backoff, jitter "none": the retry after failed attempt k waits BASE * 2**(k-1)
+SLACK = 0.25  # scheduling, HTTP and loop overhead allowed above a chosen delay (a loaded CI box)
+FAST = RetryConfig(base_delay=BASE, max_delay=0.4, jitter="none", budget_enabled=False, breaker_enabled=False)
+MODES = ("sync", "async")
+
+
+class Caller:
+    """One pipeline (one budget, one breaker) and a way to make a call through it, sync or async."""
+
+    def __init__(self, sim: Simulator, telemetry: TelemetryKit, mode: str, retry: RetryConfig,
+                 timeout: float = 10.0, http_client: Any = None) -> None:
+        self.sim, self.mode, self.timeout, self.http_client = sim, mode, timeout, http_client
+        self.pipeline = Pipeline(Config(retry=retry), telemetry.recorder)
+
+    def __call__(self, fault: str | None = None, *, once: bool = False, tag: str | None = None) -> Any:
+        headers = {"x-sim-tag": tag or uuid.uuid4().hex}
+        if fault is not None:
+            headers["x-sim-fault"] = fault
+            if once:
+                headers["x-sim-fault-once"] = uuid.uuid4().hex
+        if self.mode == "sync":
+            client = protect(openai.OpenAI(api_key="sk-test", base_url=self.sim.base_url, timeout=self.timeout,
+                                           http_client=self.http_client), pipeline=self.pipeline)
+            return client.chat.completions.create(model=MODEL, messages=USER, extra_headers=headers)
+        return asyncio.run(self.acall(headers))
+
+    async def acall(self, headers: dict[str, str]) -> Any:
+        async with openai.AsyncOpenAI(api_key="sk-test", base_url=self.sim.base_url, timeout=self.timeout) as raw:
+            client = protect(raw, pipeline=self.pipeline)
+            return await client.chat.completions.create(model=MODEL, messages=USER, extra_headers=headers)
+
+    def breaker_state(self) -> str:
+        breaker = self.pipeline.retry.breaker
+        assert breaker is not None
+        return breaker.state(ROUTE, MODEL)
+
+
+@pytest.fixture
+def caller(simulator: Simulator, telemetry: TelemetryKit) -> Callable[..., Caller]:
+    def make(mode: str = "sync", retry: RetryConfig = FAST, **kwargs: Any) -> Caller:
+        return Caller(simulator, telemetry, mode, retry, **kwargs)
+
+    return make
+
+
+def tagged(sim: Simulator, caller: Caller, fault: str | None, **kwargs: Any) -> tuple[Any, list[float]]:
+    """Make one call with a fresh tag; returns (result or exception, server arrival times)."""
+    tag = uuid.uuid4().hex
+    try:
+        result: Any = caller(fault, tag=tag, **kwargs)
+    except Exception as exc:
+        result = exc
+    return result, sim.request_times(tag)
+
+
+def gaps(times: list[float]) -> list[float]:
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
+# ---------------------------------------------------------------- every retryable class, once then success
+
+RETRYABLE = [
+    ("status=429;type=requests;code=rate_limit_exceeded;retry_after=0.4", "rate_limit", 0.4),
+    ("status=429;type=tokens;code=rate_limit_exceeded;retry_after=0.3", "rate_limit", 0.3),
+    ("status=408", "request_timeout", None),
+    ("status=409", "conflict", None),
+    ("status=500", "server_error", None),
+    ("status=502", "server_error", None),
+    ("status=503", "server_error", None),
+    ("status=503;retry_after=0.3", "server_error", 0.3),
+    ("reset", "connection", None),
+    ("delay=2", "timeout", None),  # the client's 0.3 s read timeout fires first
+    ("status=400;should_retry=true", "should_retry_header", None),
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("fault", "reason", "retry_after"), RETRYABLE, ids=[r[0] for r in RETRYABLE])
+def test_retryable_fault_is_retried_after_the_right_delay(
+    simulator: Simulator, caller: Callable[..., Caller], mode: str, fault: str, reason: str,
+    retry_after: float | None,
+) -> None:
+    timeout = 0.3 if reason == "timeout" else 10.0
+    result, times = tagged(simulator, caller(mode, timeout=timeout), fault, once=True)
+    assert isinstance(result, openai.types.chat.ChatCompletion), result
+    assert len(times) == 2
+    # The wait we chose: the server's retry-after (plus <= 5% jitter), else the first backoff step.
+    expected = retry_after if retry_after is not None else BASE
+    spent = gaps(times)[0] - (timeout if reason == "timeout" else 0.0)
+    assert expected <= spent + 0.01, (spent, expected)  # 10 ms: clock granularity between client and server
+    assert spent <= expected * 1.05 + SLACK, (spent, expected)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_backoff_grows_between_attempts_until_max_attempts(
+    simulator: Simulator, caller: Callable[..., Caller], mode: str
+) -> None:
+    result, times = tagged(simulator, caller(mode), "status=500")
+    assert isinstance(result, openai.InternalServerError)
+    history = attempt_history(result)
+    assert [a.outcome for a in history] == ["retryable"] * 4  # the class stays retryable; attempts ran out
+    assert len(times) == FAST.max_attempts == len(history)
+    expected = [BASE, 2 * BASE, 4 * BASE]
+    assert [round(a.delay_seconds, 6) for a in history[:-1]] == expected
+    for spent, want in zip(gaps(times), expected, strict=True):
+        assert want - 0.01 <= spent <= want + SLACK
+
+
+# ---------------------------------------------------------------- every terminal class: at once, typed, with history
+
+TERMINAL: list[tuple[str, type[Exception], str]] = [
+    ("insufficient_quota", openai.RateLimitError, "insufficient_quota"),
+    ("insufficient_quota;should_retry=true", openai.RateLimitError, "insufficient_quota"),
+    ("status=400;code=billing_hard_limit_reached", openai.BadRequestError, "billing"),
+    ("status=429;type=insufficient_quota;code=billing_not_active", openai.RateLimitError, "insufficient_quota"),
+    ("too_large", openai.RateLimitError, "request_too_large"),
+    ("status=400", openai.BadRequestError, "bad_request"),
+    ("status=401", openai.AuthenticationError, "auth"),
+    ("status=403", openai.PermissionDeniedError, "permission"),
+    ("status=404", openai.NotFoundError, "not_found"),
+    ("status=422", openai.UnprocessableEntityError, "unprocessable"),
+    ("status=400;code=content_policy_violation", openai.BadRequestError, "content_policy"),
+    ("status=500;should_retry=false", openai.InternalServerError, "should_not_retry_header"),
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("fault", "error", "reason"), TERMINAL, ids=[t[0] for t in TERMINAL])
+def test_terminal_fault_fails_at_once(
+    simulator: Simulator, caller: Callable[..., Caller], mode: str, fault: str, error: type[Exception], reason: str
+) -> None:
+    result, times = tagged(simulator, caller(mode), fault)
+    assert type(result) is error, repr(result)
+    assert len(times) == 1
+    history = attempt_history(result)
+    assert len(history) == 1
+    record = history[0]
+    assert (record.attempt, record.outcome, record.reason, record.delay_seconds) == (1, "terminal", reason, 0.0)
+    assert record.status == result.status_code  # type: ignore[attr-defined]
+    assert record.request_id and record.request_id == result.request_id  # type: ignore[attr-defined]
+    assert any("middleware attempts" in note for note in getattr(result, "__notes__", []))
+
+
+def test_insufficient_quota_is_never_retried(simulator: Simulator, caller: Callable[..., Caller]) -> None:
+    """Server-side exhausted quota, a generous config: still exactly one attempt per call."""
+    simulator.set_faults(quota_exhausted=True)
+    retry = RetryConfig(max_attempts=10, base_delay=0.01, jitter="none", per_class={"rate_limit": 9})
+    call = caller("sync", retry)
+    for _ in range(3):
+        result, times = tagged(simulator, call, None)
+        assert isinstance(result, openai.RateLimitError)
+        assert len(times) == 1
+        assert [a.reason for a in attempt_history(result)] == ["insufficient_quota"]
+    assert simulator.stats()["total"]["received"] == 3
+
+
+# ---------------------------------------------------------------- retry-after cap, deadline
+
+@pytest.mark.parametrize("mode", MODES)
+def test_retry_after_above_cap_raises_naming_the_server_value(
+    simulator: Simulator, caller: Callable[..., Caller], mode: str
+) -> None:
+    retry = RetryConfig(max_retry_after=1.0, budget_enabled=False, breaker_enabled=False)
+    started = time.monotonic()
+    result, times = tagged(simulator, caller(mode, retry), "status=429;type=requests;retry_after=7.5")
+    assert time.monotonic() - started < 1.0  # no waiting at all
+    assert isinstance(result, RetryAfterTooLong)
+    assert result.retry_after_seconds == 7.5 and result.max_retry_after_seconds == 1.0
+    assert "7.5s" in str(result)
+    assert isinstance(result.__cause__, openai.RateLimitError)
+    assert len(times) == 1
+    assert [(a.reason, a.status) for a in attempt_history(result)] == [("rate_limit", 429)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_total_deadline_stops_retrying(simulator: Simulator, caller: Callable[..., Caller], mode: str) -> None:
+    retry = RetryConfig(max_attempts=10, base_delay=0.2, max_delay=0.2, jitter="none", deadline_seconds=0.5,
+                        budget_enabled=False, breaker_enabled=False)
+    started = time.monotonic()
+    result, times = tagged(simulator, caller(mode, retry), "status=503")
+    elapsed = time.monotonic() - started
+    assert isinstance(result, openai.InternalServerError)
+    assert elapsed < 0.5 + SLACK
+    assert 2 <= len(times) <= 3  # attempts at ~0, ~0.2, ~0.4; a fourth would end after the deadline
+    assert len(attempt_history(result)) == len(times)
+
+
+# ---------------------------------------------------------------- retry budget against a storm
+
+def test_retry_budget_bounds_extra_attempts_during_total_outage(
+    simulator: Simulator, caller: Callable[..., Caller], telemetry: TelemetryKit
+) -> None:
+    retry = RetryConfig(max_attempts=4, base_delay=0.001, max_delay=0.002, budget_ratio=0.2,
+                        budget_min_retries_per_second=0.5, budget_window_seconds=10.0, breaker_enabled=False)
+    call = caller("sync", retry)
+    simulator.set_faults(outage=True)
+    calls = 60
+
+    def one(_: int) -> BaseException | None:
+        try:
+            call()
+        except Exception as exc:
+            return exc
+        return None
+
+    with ThreadPoolExecutor(4) as pool:
+        errors = list(pool.map(one, range(calls)))
+    assert all(isinstance(e, openai.InternalServerError) for e in errors)
+    received = simulator.stats()["total"]["received"]
+    allowed_extra = retry.budget_ratio * calls + retry.budget_min_retries_per_second * retry.budget_window_seconds
+    assert calls < received <= calls + allowed_extra, received  # without a budget: 4 x 60 = 240
+    stops = [len(attempt_history(e)) for e in errors if e is not None]
+    assert stops.count(1) > 0  # some calls were refused a retry
+    assert telemetry.sample(f"{n.P}_retry_budget_exhausted_total") > 0
+
+
+# ---------------------------------------------------------------- circuit breaker
+
+BREAKER = RetryConfig(max_attempts=1, budget_enabled=False, breaker_min_calls=4, breaker_failure_ratio=0.5,
+                      breaker_window_seconds=10.0, breaker_open_seconds=0.4, breaker_half_open_probes=1)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_breaker_opens_fails_fast_probes_and_closes(
+    simulator: Simulator, caller: Callable[..., Caller], telemetry: TelemetryKit, mode: str
+) -> None:
+    call = caller(mode, BREAKER)
+    simulator.set_faults(outage=True)
+    for _ in range(4):
+        with pytest.raises(openai.InternalServerError):
+            call()
+    assert call.breaker_state() == OPEN
+    received = simulator.stats()["total"]["received"]
+    started = time.monotonic()
+    result, times = tagged(simulator, call, None)
+    assert isinstance(result, CircuitOpenError)
+    assert time.monotonic() - started < 0.2 and times == []  # failed fast: nothing sent upstream
+    assert (result.endpoint, result.model) == (ROUTE, MODEL) and 0 < result.retry_in_seconds <= 0.4
+    assert simulator.stats()["total"]["received"] == received
+
+    time.sleep(0.45)  # open -> half-open: one probe goes through, fails, and the circuit opens again
+    result, times = tagged(simulator, call, None)
+    assert isinstance(result, openai.InternalServerError) and len(times) == 1
+    assert call.breaker_state() == OPEN
+
+    simulator.set_faults(outage=False)
+    time.sleep(0.45)
+    result, times = tagged(simulator, call, None)  # the probe succeeds: closed
+    assert isinstance(result, openai.types.chat.ChatCompletion) and len(times) == 1
+    assert call.breaker_state() == CLOSED
+    result, _ = tagged(simulator, call, None)
+    assert isinstance(result, openai.types.chat.ChatCompletion)
+    transitions = [telemetry.sample(f"{n.P}_circuit_breaker_transitions_total", endpoint=ROUTE, state=s)
+                   for s in (OPEN, HALF_OPEN, CLOSED)]
+    assert transitions == [2, 2, 1]
+
+
+def test_half_open_admits_one_probe_and_refuses_the_rest(simulator: Simulator, caller: Callable[..., Caller]) -> None:
+    call = caller("sync", BREAKER)
+    simulator.set_faults(outage=True)
+    for _ in range(4):
+        with pytest.raises(openai.InternalServerError):
+            call()
+    simulator.set_faults(outage=False)
+    time.sleep(0.45)
+    with ThreadPoolExecutor(4) as pool:
+        slow = pool.submit(call, "delay=0.3")  # the probe, answered after 0.3 s
+        time.sleep(0.1)
+        others = [pool.submit(tagged, simulator, call, None) for _ in range(3)]
+        assert isinstance(slow.result(), openai.types.chat.ChatCompletion)
+        for f in others:
+            result, times = f.result()
+            assert isinstance(result, CircuitOpenError) and times == []
+    assert call.breaker_state() == CLOSED
+
+
+# ---------------------------------------------------------------- cancellation frees a half-open probe slot
+
+def _open_then_half_open(call: Caller, sim: Simulator) -> None:
+    sim.set_faults(outage=True)
+    for _ in range(4):
+        with pytest.raises(openai.InternalServerError):
+            call()
+    sim.set_faults(outage=False)
+    time.sleep(0.45)
+
+
+def test_cancelled_async_probe_frees_the_half_open_slot(simulator: Simulator, caller: Callable[..., Caller]) -> None:
+    call = caller("async", BREAKER)
+    _open_then_half_open(call, simulator)
+
+    async def cancel_probe() -> None:
+        task = asyncio.create_task(call.acall({"x-sim-fault": "delay=3"}))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_probe())
+    # Without freeing the slot this call would be refused until the probe expired (breaker_open_seconds).
+    result, _ = tagged(simulator, call, None)
+    assert isinstance(result, openai.types.chat.ChatCompletion), result
+    assert call.breaker_state() == CLOSED
+
+
+def test_keyboard_interrupt_during_probe_frees_the_half_open_slot(
+    simulator: Simulator, caller: Callable[..., Caller], telemetry: TelemetryKit
+) -> None:
+    interrupt = threading.Event()
+
+    def hook(request: httpx2.Request) -> None:
+        if interrupt.is_set():
+            interrupt.clear()
+            raise KeyboardInterrupt
+
+    call = caller("sync", BREAKER, http_client=httpx2.Client(event_hooks={"request": [hook]}))
+    _open_then_half_open(call, simulator)
+    interrupt.set()
+    with pytest.raises(KeyboardInterrupt):
+        call()
+    result, _ = tagged(simulator, call, None)
+    assert isinstance(result, openai.types.chat.ChatCompletion), result
+    assert call.breaker_state() == CLOSED
+    # The interrupted attempt's span was ended too (not leaked).
+    attempts = telemetry.spans(n.SPAN_ATTEMPT.format(method="POST", route=ROUTE))
+    assert any(s.attributes.get(n.A_REASON) == "cancelled" for s in attempts)
+
+
+# ---------------------------------------------------------------- one trace per retried call
+
+@pytest.mark.parametrize("mode", MODES)
+def test_retried_call_is_one_trace_with_one_child_per_attempt(
+    simulator: Simulator, caller: Callable[..., Caller], telemetry: TelemetryKit, mode: str
+) -> None:
+    retry = RetryConfig(base_delay=0.3, max_delay=1.0, jitter="none", budget_enabled=False, breaker_enabled=False)
+    call = caller(mode, retry)
+    simulator.set_faults(outage_for_s=0.45)  # attempts at ~0 and ~0.3 s fail (503), the third at ~0.9 s succeeds
+    result, times = tagged(simulator, call, None)
+    assert isinstance(result, openai.types.chat.ChatCompletion), result
+    assert len(times) == 3
+
+    calls = telemetry.spans(f"chat {MODEL}")
+    assert len(calls) == 1
+    parent = calls[0]
+    spans = [s for s in telemetry.spans() if s.context.trace_id == parent.context.trace_id]
+    children = sorted((s for s in spans if s is not parent), key=lambda s: s.start_time)
+    assert {s.parent.span_id for s in children if s.parent} == {parent.context.span_id}
+    assert len(children) == 3 and all(s.name == f"POST {ROUTE}" for s in children)
+    assert [s.attributes[n.A_ATTEMPT] for s in children] == [1, 2, 3]
+    assert [s.attributes.get(n.A_HTTP_RESEND_COUNT) for s in children] == [None, 1, 2]
+    assert [s.attributes[n.A_HTTP_STATUS] for s in children] == [503, 503, 200]
+    assert [s.attributes[n.A_REASON] for s in children] == ["server_error", "server_error", "ok"]
+    assert [s.status.status_code.name for s in children] == ["ERROR", "ERROR", "UNSET"]
+    assert all(a.end_time <= b.start_time for a, b in itertools.pairwise(children))
+    backoffs = [e for e in parent.events if e.name == n.E_BACKOFF]
+    assert [(e.attributes[n.A_ATTEMPT], e.attributes[n.A_REASON], e.attributes[n.A_DELAY_SECONDS])
+            for e in backoffs] == [(1, "server_error", 0.3), (2, "server_error", 0.6)]
+    assert parent.end_time >= children[-1].end_time
+
+
+@pytest.fixture(autouse=True)
+def _no_outage_left(simulator: Simulator) -> Iterator[None]:
+    yield
+    simulator.set_faults(outage=False, fault_rates={}, quota_exhausted=False)
+
