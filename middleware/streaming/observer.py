@@ -166,7 +166,7 @@ class StreamObserver:
             self.pipeline.recorder.first_chunk(self.ctx, now)
             return
         self._seam = None
-        self.pipeline.recorder.resumption(self.ctx, n.OUTCOME_SUCCESS, now - seam, self.partial.sequence_number)
+        self.pipeline.recorder.resumption(self.ctx, n.RESUME_SUCCESS, now - seam, self.partial.sequence_number)
 
     def _read_chat(self, chunk: Any) -> bool:
         choices = chunk.choices
@@ -304,7 +304,7 @@ class StreamObserver:
 
     def on_resume_failed(self, exc: Exception) -> ResumePlan | None:
         """The resumed request itself failed (after the pipeline's retries): try again or give up."""
-        self.pipeline.recorder.resumption(self.ctx, n.OUTCOME_ERROR, None, self.partial.sequence_number)
+        self.pipeline.recorder.resumption(self.ctx, n.RESUME_FAILURE, None, self.partial.sequence_number)
         cfg = self.services.config
         plan = self._plan() if self._resumptions < cfg.max_resumptions else None
         if plan is None:

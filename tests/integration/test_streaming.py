@@ -215,3 +215,26 @@ def test_responses_without_background_cannot_resume(simulator: Simulator, protec
     with pytest.raises(StreamInterrupted) as info:
         list(client.responses.create(model=MODEL, input="hi", stream=True))
     assert len(info.value.partial.text) > 0
+
+
+def test_failed_resumption_is_recorded_as_failure(
+    simulator: Simulator, protect_with: Callable[..., Any], telemetry: Any, full_text: str
+) -> None:
+    """The continuation request itself fails (a terminal 400): the resumption counts as a failure.
+
+    Regression: the outcome label was "error" while dashboards and alerts select names.RESUME_FAILURE.
+    """
+    client = protect_with(_sync_client(simulator, "cut_after=30", "status=400"), _cfg(max_resumptions=1))
+    with pytest.raises(StreamInterrupted) as info:
+        list(client.chat.completions.create(**_kw()))
+    assert full_text.startswith(info.value.partial.text) and info.value.partial.text
+    assert telemetry.sample(n.STREAM_RESUMPTIONS.prom_name, outcome=n.RESUME_FAILURE) == 1
+    assert telemetry.sample(n.STREAM_RESUMPTIONS.prom_name, outcome=n.RESUME_SUCCESS) == 0
+
+
+def test_successful_resumption_is_recorded_as_success(
+    simulator: Simulator, protect_with: Callable[..., Any], telemetry: Any, full_text: str
+) -> None:
+    client = protect_with(_sync_client(simulator, "cut_after=30"), _cfg())
+    assert _text(list(client.chat.completions.create(**_kw()))) == full_text
+    assert telemetry.sample(n.STREAM_RESUMPTIONS.prom_name, outcome=n.RESUME_SUCCESS) == 1
