@@ -15,8 +15,11 @@ Grammar: ``;``-separated items, each ``key`` or ``key=value``; keys combine free
     stall_after=N;stall_s=T       stream: pause T seconds (scaled) after N content chunks, then go on
     malformed_sse[=N]             stream: send a garbage ``data:`` line after N chunks (default: mid-stream)
     truncated_json                non-stream: right Content-Length, body cut in half, connection closed
+    bad_ratelimit_headers         answer normally but with unparseable ``x-ratelimit-*`` values
 
-``x-sim-fault-once: KEY`` applies the request's ``x-sim-fault`` only the first time KEY is seen.
+``x-sim-fault-once: KEY`` applies the request's ``x-sim-fault`` only the first time KEY is seen;
+``x-sim-fault-then: SPEC`` (with it) is the fault of every later request carrying KEY, e.g. a
+stream cut once whose resumed requests then fail.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class Fault:
     malformed_sse: int | None = None
     truncated_json: bool = False
     too_large: bool = False
+    bad_ratelimit_headers: bool = False
 
     @property
     def kind(self) -> str:
@@ -72,6 +76,8 @@ class Fault:
                 return name
         if self.truncated_json:
             return "truncated_json"
+        if self.bad_ratelimit_headers:
+            return "bad_ratelimit_headers"
         return "delay" if self.delay_s else "none"
 
     @property
@@ -99,7 +105,7 @@ def parse_fault(spec: str) -> Fault:
 
 
 def _apply(values: dict[str, Any], key: str, value: str | None) -> None:
-    flags = {"reset": "reset", "truncated_json": "truncated_json"}
+    flags = {"reset": "reset", "truncated_json": "truncated_json", "bad_ratelimit_headers": "bad_ratelimit_headers"}
     ints = {"status": "status", "cut_after": "cut_after", "stall_after": "stall_after"}
     floats = {"retry_after": "retry_after_s", "stall_s": "stall_s", "delay": "delay_s"}
     texts = {"type": "error_type", "code": "code", "message": "message"}
@@ -127,6 +133,17 @@ def _required(value: str | None) -> str:
     if value is None or value == "":
         raise ValueError("a value is required")
     return value
+
+
+_GARBAGE = {"limit": "lots", "remaining": "-1.5e", "reset": "soon"}
+
+
+def garble_ratelimit_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``headers`` with every ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` set to garbage
+    (added when absent, e.g. with the limiter disabled)."""
+    kept = [(k, v) for k, v in headers if not k.lower().startswith("x-ratelimit-")]
+    return kept + [(f"x-ratelimit-{kind}-{res}", value) for kind, value in _GARBAGE.items()
+                   for res in ("requests", "tokens")]
 
 
 def malformed_position(fault: Fault, total_chunks: int) -> int | None:

@@ -11,7 +11,7 @@ from .call import Call, Services, Settle
 from .counting import count_prompt_tokens
 from .durations import format_go_duration
 from .exchange import Exchange, default_error, retry_after_headers
-from .faults import Fault, FaultState, FaultSyntaxError, parse_fault
+from .faults import Fault, FaultState, FaultSyntaxError, garble_ratelimit_headers, parse_fault
 from .ratelimit import Decision, RateLimiter
 
 ORGANIZATION = "org-simulator"
@@ -75,6 +75,9 @@ class Gate:
             once = headers.get("x-sim-fault-once")
             if once is None or self.faults.first_time(once):
                 return parse_fault(spec)
+            then = headers.get("x-sim-fault-then")
+            if then is not None:
+                return parse_fault(then)
         return self.faults.pick(now)
 
     async def run(self, ex: Exchange, operation: str, validate: Validator, handler: Handler) -> None:
@@ -130,6 +133,8 @@ class Gate:
         stats.admitted(model, charge)
         if fault is not None and fault.kind not in ("none", "delay"):
             stats.fault(model, fault.kind)
+        if fault is not None and fault.bad_ratelimit_headers:
+            ex.headers = garble_ratelimit_headers(ex.headers)
         call = Call(ex, body, model, prompt, fault, self._settler(model, key, prompt, charge))
         await handler(self.svc, call)
 

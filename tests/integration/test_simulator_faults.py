@@ -143,6 +143,11 @@ def test_fault_once(simulator: Simulator) -> None:
     assert [post(simulator, CHAT, **headers).status_code for _ in range(3)] == [500, 200, 200]
 
 
+def test_fault_once_then(simulator: Simulator) -> None:
+    headers = {"x-sim-fault": "status=500", "x-sim-fault-once": "k2", "x-sim-fault-then": "status=400"}
+    assert [post(simulator, CHAT, **headers).status_code for _ in range(3)] == [500, 400, 400]
+
+
 def test_runtime_outage_and_rates(simulator: Simulator) -> None:
     simulator.set_faults(outage=True)
     assert post(simulator, CHAT).status_code == 503
@@ -199,3 +204,20 @@ def test_cli_arguments_build_the_config() -> None:
     assert config.rpm == 10 and config.tpm is None and config.host == "127.0.0.1"
     assert config.fault_rates == {"status=503;should_retry=false": 0.25} and config.outages == ((1.0, 2.5),)
     assert SimulatorConfig.from_json(config.to_json()) == config
+
+
+@pytest.mark.parametrize("limited", [True, False])
+def test_bad_ratelimit_headers(make_simulator: Callable[..., Simulator], limited: bool) -> None:
+    from middleware.limits.headers import parse_ratelimit_headers
+
+    sim = make_simulator(rpm=100, tpm=100_000) if limited else make_simulator()
+    resp = post(sim, CHAT, **{"x-sim-fault": "bad_ratelimit_headers"})
+    assert resp.status_code == 200 and resp.json()["choices"]
+    values = {k: v for k, v in resp.headers.items() if k.startswith("x-ratelimit-")}
+    assert len(values) == 6
+    parsed = parse_ratelimit_headers(resp.headers)
+    assert sorted(parsed.errors) == sorted(f"invalid_{kind}_{res}" for kind in ("limit", "remaining", "reset")
+                                           for res in ("requests", "tokens"))
+    assert sim.stats()["total"]["faults"] == {"bad_ratelimit_headers": 1}
+    if limited:  # the next request without the fault gets the real, parseable headers again
+        assert not parse_ratelimit_headers(post(sim, CHAT).headers).errors
