@@ -92,7 +92,12 @@ def _budget_alerts(cfg: RulesConfig, w: Windows, kind: str) -> list[Alert]:
 
 
 def _anomaly(cfg: RulesConfig, w: Windows, record: str, on: tuple[str, ...], min_rate: float) -> str:
-    """z-score band (vs 1h ago), seasonal guard (vs last week when it exists) and a drop-to-zero guard."""
+    """z-score band (vs 1h ago), seasonal guard (vs last week when it exists) and a drop-to-zero guard.
+
+    The band needs a baseline: the record must have existed an hour ago, so the 1h window (taken 30m
+    ago) holds at least 30m of samples. Without it a new job (or a fresh Prometheus) compares its
+    steady rate with a few minutes of startup ramp, where ``rate()`` under-reads, and is flagged.
+    """
     lag = w("30m")
     week = w("1w")
     join = f"on ({', '.join(on)})"
@@ -103,8 +108,10 @@ def _anomaly(cfg: RulesConfig, w: Windows, record: str, on: tuple[str, ...], min
     seasonal = (f"(abs({record} - {record} offset {week}) > {rel} * {record} offset {week})\n"
                 f"  or {join} ({record} unless {join} {record} offset {week})")
     busy = f"({avg} > {min_rate:g})"
+    history = f"({record} offset {w('1h')})"
     dropped = f"({avg} > {min_rate:g}) unless {join} ({record} > 0)"
-    return f"(\n{zband}\nand {join} (\n  {seasonal}\n)\nand {join} {busy}\n)\nor {join} (\n{dropped}\n)"
+    return (f"(\n{zband}\nand {join} (\n  {seasonal}\n)\nand {join} {busy}\nand {join} {history}\n)"
+            f"\nor {join} (\n{dropped}\n)")
 
 
 def anomaly_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
