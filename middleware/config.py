@@ -67,7 +67,7 @@ class Config:
         limits = LimitConfig(
             requests_per_window=_float(e, "MIDDLEWARE_RPM"),
             tokens_per_window=_float(e, "MIDDLEWARE_TPM"),
-            window_seconds=_float(e, "MIDDLEWARE_WINDOW_SECONDS") or 60.0,
+            window_seconds=_float(e, "MIDDLEWARE_WINDOW_SECONDS"),
             requests_per_day=_float(e, "MIDDLEWARE_RPD"),
             tokens_per_day=_float(e, "MIDDLEWARE_TPD"),
             max_wait_seconds=_float(e, "MIDDLEWARE_MAX_WAIT_SECONDS") or 60.0,

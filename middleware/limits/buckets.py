@@ -24,6 +24,7 @@ The Redis Lua script (``redis_script.py``) implements the same steps.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from middleware.limits.types import (
@@ -53,10 +54,11 @@ class Bucket:
 
 @dataclass
 class KeyState:
-    """All buckets of one limiter key, the limits learned for it and its cooldown."""
+    """All buckets of one limiter key, the limits and window learned for it and its cooldown."""
 
     buckets: dict[str, Bucket] = field(default_factory=dict)
     learned: dict[str, float] = field(default_factory=dict)
+    window: float | None = None  # refill window learned from headers (used when the config allows)
     cooldown_until: float = -math.inf
     epoch: str = "0"
 
@@ -70,6 +72,25 @@ def effective_caps(configured: dict[str, float | None], learned: dict[str, float
         if cap is not None:
             caps[name] = cap * scale
     return caps
+
+
+def with_margin(
+    caps: dict[str, float], windows: dict[str, float], margin: float,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Capacities lowered by ``rate * margin`` (at most half), windows shortened to keep each rate.
+
+    A bucket of capacity ``cap - rate * J`` refilled at ``rate`` never lets calls arriving up to J
+    seconds out of schedule overrun an upstream bucket of capacity ``cap`` (``LimitConfig``).
+    """
+    if margin <= 0:
+        return caps, dict(windows)
+    out_caps, out_windows = {}, dict(windows)
+    for name, cap in caps.items():
+        window = windows[name]
+        keep = 1.0 - min(margin, window / 2) / window
+        out_caps[name] = cap * keep
+        out_windows[name] = window * keep
+    return out_caps, out_windows
 
 
 def refill(state: KeyState, caps: dict[str, float], windows: dict[str, float], now: float) -> None:
@@ -98,12 +119,17 @@ def decide(
     tokens: int,
     max_wait: float,
     scale: float = 1.0,
+    limits: dict[str, float] | None = None,
 ) -> BackendDecision:
-    """Refill, then commit the reservation (1 request, ``tokens`` tokens) or refuse it; see the module doc."""
+    """Refill, then commit the reservation (1 request, ``tokens`` tokens) or refuse it; see the module doc.
+
+    ``limits`` are the capacities before any jitter margin (what "too large" is judged against).
+    """
     refill(state, caps, windows, now)
-    for name in sorted(TOKEN_BUCKETS & caps.keys()):
-        if tokens > caps[name] / scale:
-            return BackendDecision("too_large", 0.0, name, now, limit=caps[name] / scale)
+    full = caps if limits is None else limits
+    for name in sorted(TOKEN_BUCKETS & full.keys()):
+        if tokens > full[name] / scale:
+            return BackendDecision("too_large", 0.0, name, now, limit=full[name] / scale)
     wait, reason = 0.0, REASON_WITHIN_LIMIT if caps else REASON_NO_LIMITS
     for name, cap in caps.items():
         after = state.buckets[name].level - cost(name, 1, tokens)
@@ -164,16 +190,25 @@ def give_back(
 def learn(
     state: KeyState,
     configured: dict[str, float | None],
-    windows: dict[str, float],
+    windows_of: Callable[[float | None], dict[str, float]],
     now: float,
     seen: LearnedLimits,
     scale: float = 1.0,
+    margin: float = 0.0,
 ) -> dict[str, LimitState]:
-    """Adopt header limits and correct levels downward only: ``level = min(level, remaining)``."""
+    """Adopt header limits and window; correct levels downward only: ``level = min(level, remaining)``.
+
+    Levels are first brought to ``now`` at the old capacities and rates, then the new ones apply.
+    ``windows_of(learned_window)`` gives the windows in force (a configured window may ignore it).
+    """
+    refill(state, *with_margin(effective_caps(configured, state.learned, scale), windows_of(state.window), margin),
+           now)
     for name, limit in seen.limits.items():
         if name in LEARNABLE and limit > 0:
             state.learned[name] = limit
-    caps = effective_caps(configured, state.learned, scale)
+    if seen.window is not None and seen.window > 0:
+        state.window = seen.window
+    caps, windows = with_margin(effective_caps(configured, state.learned, scale), windows_of(state.window), margin)
     refill(state, caps, windows, now)
     out: dict[str, LimitState] = {}
     for name in LEARNABLE:

@@ -9,6 +9,15 @@ re-crediting in-flight calls (a stale or early header can never raise the level)
 for a resource starts its bucket at ``min(limit, remaining)``. ``x-ratelimit-reset-*`` is used as
 the cooldown when a 429 carries no retry-after. The local level then refills continuously.
 
+Window rule: with ``window_seconds=None`` (the default) the requests and tokens buckets refill over
+60 s until a window is learned; every response's ``limit``/``remaining``/``reset`` headers feed a
+per-key ``WindowEstimator`` in this process (``reset`` = time until the bucket is full, so
+``window = limit * reset / (limit - remaining)``, bounded by the rounding of ``remaining``; robust
+over the last observations, ``reset = 0`` ignored, clamped; see ``window.py``), and the estimate is
+written to the backend (memory, or the Redis hash shared by all processes, where the newest estimate
+of any process wins). A configured ``window_seconds`` is kept unless ``learn_from_headers`` is
+``"override_window"``; ``learn_from_headers=False`` learns nothing.
+
 Cooldown (``on_rate_limited``): the key is blocked until now + retry-after (server's; else the
 reset header; else ``DEFAULT_COOLDOWN_SECONDS``) in every process sharing the backend, and the
 resource's bucket is set to empty (debt is kept). Callers already waiting re-check the cooldown
@@ -21,6 +30,7 @@ import asyncio
 import itertools
 import math
 import secrets
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
@@ -40,6 +50,7 @@ from middleware.limits.types import (
     LimitState,
     Reservation,
 )
+from middleware.limits.window import WindowEstimator
 
 DEFAULT_COOLDOWN_SECONDS = 1.0
 
@@ -72,12 +83,45 @@ class Limiter:
             local = MemoryBackend(self.config, clock=clock)
         else:
             local = MemoryBackend(self.config, clock=clock, scale=self.config.fallback_fraction, name="fallback")
+        self._local = local
+        self._clock = clock
+        self._queued: dict[str, tuple[float, str, int, int]] = {}  # Redis reservations still waiting
+        self._queued_lock = threading.Lock()
         self._router = Router(
             local, self._events, primary=primary,
             retry_interval=self.config.redis_retry_interval_seconds, clock=clock,
+            on_failover=self._failover, on_recover=self._restore,
         )
+        self._estimators: dict[str, WindowEstimator] = {}
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(4)
+
+    def _failover(self) -> None:
+        """Redis just failed: the local buckets start empty, charged with our calls still queued on Redis."""
+        now = self._clock()
+        queued: dict[str, tuple[int, int]] = {}
+        with self._queued_lock:
+            for admit_at, key_id, requests, tokens in self._queued.values():
+                if admit_at > now:
+                    r, t = queued.get(key_id, (0, 0))
+                    queued[key_id] = (r + requests, t + tokens)
+        self._local.drain(queued)
+
+    def _restore(self, primary: Backend) -> None:
+        """Redis answers again: lower its state to ours (a Redis restarted empty must not start full)."""
+        for key_id, seen in self._local.export():
+            primary.learn(LimiterKey(key_id, ""), seen)
+
+    def _track(self, res: Reservation) -> bool:
+        if res.wait_seconds <= 0 or res.backend == self._local.name:
+            return False
+        with self._queued_lock:
+            self._queued[res.id] = (self._clock() + res.wait_seconds, res.key.id, res.requests, res.tokens)
+        return True
+
+    def _untrack(self, res: Reservation) -> None:
+        with self._queued_lock:
+            self._queued.pop(res.id, None)
 
     @property
     def degraded(self) -> bool:
@@ -136,7 +180,12 @@ class Limiter:
         """
         res = self._admit(key, tokens)
         if res.wait_seconds > 0:
-            self._sleep(res.wait_seconds)
+            tracked = self._track(res)
+            try:
+                self._sleep(res.wait_seconds)
+            finally:
+                if tracked:
+                    self._untrack(res)
             while (extra := self._cooldown_extra(res)) > 0:
                 self._sleep(extra)
                 res = self._waited(res, extra)
@@ -158,8 +207,13 @@ class Limiter:
                 raise
         if res.wait_seconds <= 0:
             return res
+        tracked = self._track(res)
         try:
-            await self._async_sleep(res.wait_seconds)
+            try:
+                await self._async_sleep(res.wait_seconds)
+            finally:
+                if tracked:
+                    self._untrack(res)
             while (extra := await self._offload(self._cooldown_extra, res)) > 0:
                 await self._async_sleep(extra)
                 res = self._waited(res, extra)
@@ -209,12 +263,28 @@ class Limiter:
         seen = LearnedLimits(
             {r: v for r in LEARNABLE if (v := parsed.limit(r)) is not None},
             {r: v for r in LEARNABLE if (v := parsed.remaining(r)) is not None},
+            self._learn_window(key, parsed),
         )
         if not seen.limits and not seen.remaining:
             return
         states = self._router.run_everywhere(lambda b: b.learn(key, seen))
         for resource, state in states.items():
             self._events.limits_learned(key.model, resource, state.limit, state.remaining)
+
+    def _learn_window(self, key: LimiterKey, parsed: RatelimitHeaders) -> float | None:
+        """Feed the key's window estimator; its estimate (``None``: no window is learned)."""
+        if not self.config.learns_window:
+            return None
+        estimator = self._estimators.get(key.id)
+        if estimator is None:
+            estimator = self._estimators.setdefault(key.id, WindowEstimator())
+        informative = [estimator.observe(parsed.limit(r), parsed.remaining(r), parsed.reset(r)) for r in LEARNABLE]
+        return estimator.estimate() if any(informative) else None
+
+    def learned_window(self, key: LimiterKey) -> float | None:
+        """This process's current window estimate for ``key`` (``None``: none yet or not learning)."""
+        estimator = self._estimators.get(key.id)
+        return None if estimator is None or not self.config.learns_window else estimator.estimate()
 
     def on_rate_limited(
         self, key: LimiterKey, resource: str | None, retry_after_seconds: float | None,

@@ -73,8 +73,10 @@ class RedisBackend:
         self._clock = clock
         configured = config.configured()
         self._limits = [_arg(configured[b]) for b in BUCKETS]
-        longest = DAY_SECONDS if config.requests_per_day or config.tokens_per_day else config.window_seconds
-        self._common = [*self._limits, repr(config.window_seconds), str(math.ceil(2 * longest))]
+        longest = DAY_SECONDS if config.requests_per_day or config.tokens_per_day else config.base_window
+        window = ("~" if config.learns_window else "") + repr(float(config.base_window))
+        window += f":{float(config.jitter_margin_seconds)!r}"
+        self._common = [*self._limits, window, str(math.ceil(2 * longest))]
 
     def _key(self, key: LimiterKey) -> str:
         return f"{self._prefix}:limiter:{{{key.id}}}"
@@ -103,8 +105,8 @@ class RedisBackend:
         )
 
     def learn(self, key: LimiterKey, seen: LearnedLimits) -> dict[str, LimitState]:
-        """Adopt limits from headers and correct levels downward."""
-        args = [_arg(m.get(b)) for b in BUCKETS[:2] for m in (seen.limits, seen.remaining)]
+        """Adopt limits and window from headers and correct levels downward."""
+        args = [_arg(m.get(b)) for b in BUCKETS[:2] for m in (seen.limits, seen.remaining)] + [_arg(seen.window)]
         return self._states(self._call("learn", key, *args), 0.0)
 
     def cooldown(self, key: LimiterKey, seconds: float, resources: tuple[str, ...]) -> None:

@@ -2,29 +2,39 @@
 
 Fields of the per-key hash, per bucket ``i`` (1 requests, 2 tokens, 3 requests per day, 4 tokens
 per day): ``l<i>`` level, ``t<i>`` last update, ``c<i>`` learned limit, ``k<i>`` credits given,
-``q<i>`` admission time of the latest commit, ``g<i>`` GCRA chain; plus ``cool`` (cooldown end)
-and ``ep`` (epoch: creation time of the hash; refunds across epochs are dropped).
+``q<i>`` admission time of the latest commit, ``g<i>`` GCRA chain; plus ``cool`` (cooldown end),
+``ep`` (epoch: creation time of the hash; refunds across epochs are dropped) and ``w`` (the window
+learned from headers, shared by every process).
 Time is the server's (``TIME``) unless ARGV[8] overrides it (tests). ARGV: 1 op, 2-5 configured
-limits ('' = unknown), 6 window seconds, 7 TTL seconds, 8 time override, 9.. op arguments.
+limits ('' = unknown), 6 window seconds (``"W"``: fixed; ``"~W"``: W until a window is learned;
+then ``":J"``, the jitter margin in seconds: capacities ``c * k`` and windows ``w * k`` with
+``k = 1 - min(J, w / 2) / w``, as ``buckets.with_margin``),
+7 TTL seconds, 8 time override, 9.. op arguments.
 Numbers are returned as strings (Lua numbers would be truncated to integers). ``-1`` stands for
 "never" in ``q``/``g`` (times are positive).
 """
 
 LUA = r"""
 local key, op = KEYS[1], ARGV[1]
-local win, ttl, now = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local tilde, wtext, mtext = string.match(ARGV[6], '^(~?)([^:]+):?(.*)$')
+local learnw = tilde == '~'
+local win, margin = tonumber(wtext), tonumber(mtext) or 0
+local ttl, now = tonumber(ARGV[7]), tonumber(ARGV[8])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
-local wins = {win, win, 86400, 86400}
 local istok = {false, true, false, true}
 local names = {}
 for i = 1, 4 do
   for _, p in ipairs({'l', 't', 'c', 'k', 'q', 'g'}) do names[#names+1] = p..i end
 end
-names[25], names[26] = 'cool', 'ep'
+names[25], names[26], names[27] = 'cool', 'ep', 'w'
 local raw = redis.call('HMGET', key, unpack(names))
+local lw = tonumber(raw[27])
+local bw, wins, full = {win, win, 86400, 86400}, {}, {}
+local function setwins() if learnw and lw then bw[1], bw[2] = lw, lw end end
+setwins()
 local level, upd, learned, cred, que, tat, cap = {}, {}, {}, {}, {}, {}, {}
 for i = 1, 4 do
   local b = 6 * (i - 1)
@@ -40,6 +50,11 @@ local function refill()
   for i = 1, 4 do
     local c = tonumber(ARGV[1 + i])
     if learned[i] and (not c or learned[i] < c) then c = learned[i] end
+    full[i] = c
+    if c then
+      local k = 1 - math.min(margin, bw[i] / 2) / bw[i]
+      c, wins[i] = c * k, bw[i] * k
+    end
     cap[i] = c
     if c then
       if not level[i] then level[i], upd[i] = c, now
@@ -50,6 +65,7 @@ local function refill()
 end
 local function save()
   local a = {'cool', f(cool), 'ep', ep}
+  if lw then a[#a+1] = 'w'; a[#a+1] = f(lw) end
   for i = 1, 4 do
     if cap[i] then
       for _, kv in ipairs({{'l', level[i]}, {'t', upd[i]}, {'k', cred[i]}, {'q', que[i]}, {'g', tat[i]}}) do
@@ -61,6 +77,7 @@ local function save()
   redis.call('HSET', key, unpack(a))
   local keep = ttl
   if cool - now + 1 > keep then keep = cool - now + 1 end
+  if learnw and lw and 2 * lw > keep then keep = 2 * lw end
   redis.call('EXPIRE', key, math.ceil(keep))
 end
 
@@ -68,7 +85,7 @@ if op == 'reserve' then
   local tokens, maxw = tonumber(ARGV[9]), tonumber(ARGV[10])
   refill()
   for _, i in ipairs({2, 4}) do
-    if cap[i] and tokens > cap[i] then save(); return {'too_large', '0', tostring(i), f(now), f(cap[i]), ep} end
+    if full[i] and tokens > full[i] then save(); return {'too_large', '0', tostring(i), f(now), f(full[i]), ep} end
   end
   local wait, reason = 0, 'none'
   for i = 1, 4 do
@@ -127,6 +144,9 @@ elseif op == 'adjust' then
   save()
   return 'ok'
 elseif op == 'learn' then
+  refill()
+  local nw = tonumber(ARGV[13])
+  if nw and nw > 0 then lw = nw; setwins() end
   for j = 1, 2 do
     local l = tonumber(ARGV[7 + 2*j])
     if l and l > 0 then learned[j] = l end

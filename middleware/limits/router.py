@@ -7,6 +7,12 @@ caller every ``redis_retry_interval_seconds``; on success the limiter switches b
 ``active=False``. No request is lost or failed because Redis died. Settling or releasing goes to the
 backend that made the reservation; if that is Redis and Redis is down, the adjustment is dropped
 (the Redis state is lost or stale anyway), so settling across backends is harmless.
+
+Hand-over hooks keep the switch from bursting: ``on_failover`` runs when Redis is first found down
+(the limiter empties the local buckets and charges them with its own reservations still queued on
+Redis, whose admission times are in the future), and ``on_recover(primary)`` runs on the probe
+that finds Redis back, before its operation (the limiter writes its local learned limits, window
+and levels, scaled up by ``1 / fallback_fraction``, so a Redis restarted empty does not start full).
 """
 
 from __future__ import annotations
@@ -51,6 +57,8 @@ class Router:
     def __init__(
         self, local: Backend, events: LimiterEvents, *, primary: Backend | None = None,
         retry_interval: float = 2.0, clock: Callable[[], float] = time.monotonic,
+        on_failover: Callable[[], None] | None = None,
+        on_recover: Callable[[Backend], None] | None = None,
     ) -> None:
         self.local = local
         self.primary = primary
@@ -60,6 +68,8 @@ class Router:
         self._lock = threading.Lock()
         self._down = False
         self._next_try = 0.0
+        self._on_failover = on_failover
+        self._on_recover = on_recover
 
     @property
     def degraded(self) -> bool:
@@ -85,6 +95,11 @@ class Router:
                 return
             self._down = True
         _log.warning("limiter: Redis unavailable (%r); using the local fallback", exc)
+        if self._on_failover is not None:
+            try:
+                self._on_failover()
+            except Exception:  # never let a hand-over hook fail a call
+                _log.exception("limiter: failover hook failed")
         self._events.limiter_fallback("redis", True)
 
     def _recovered(self) -> None:
@@ -99,6 +114,8 @@ class Router:
         """Run ``op`` on Redis if usable, else on the local backend; returns the result and who answered."""
         if self.primary is not None and self._use_primary():
             try:
+                if self._down and self._on_recover is not None:
+                    self._on_recover(self.primary)  # probing: restore Redis from the local state first
                 result = op(self.primary)
             except BACKEND_ERRORS as exc:
                 self._failed(exc)

@@ -9,6 +9,9 @@ from typing import Literal, NamedTuple
 from middleware.errors import ConfigError
 
 DAY_SECONDS = 86400.0
+DEFAULT_WINDOW_SECONDS = 60.0  # the per-minute window of OpenAI's RPM/TPM, used until a window is learned
+MIN_LEARNED_WINDOW_SECONDS = 0.05  # learned windows are clamped to this range
+MAX_LEARNED_WINDOW_SECONDS = DAY_SECONDS
 
 # Bucket names; also the ``reason`` of a wait and the resource label of snapshots.
 REQUESTS = "requests"
@@ -39,17 +42,38 @@ class LimiterKey:
     model: str
 
 
+LearnRule = bool | Literal["override_window"]
+
+
 @dataclass
 class LimitConfig:
-    """Limiter settings; every limit is optional (``None`` = unknown, learned from headers)."""
+    """Limiter settings; every limit is optional (``None`` = unknown, learned from headers).
+
+    ``window_seconds`` is the refill window of the requests and tokens buckets (each refills
+    ``limit / window`` per second). ``None`` means "60 s until learned": the window is then inferred
+    from the ``x-ratelimit-reset-*`` headers (see ``middleware.limits.window``).
+
+    ``learn_from_headers``: ``True`` (default) learns limits from ``x-ratelimit-limit-*`` (the
+    capacity is the smaller of configured and learned), lowers levels to ``x-ratelimit-remaining-*``,
+    and learns the window only when ``window_seconds`` is ``None`` (a configured window wins);
+    ``"override_window"`` does the same but a learned window also replaces a configured one (which
+    is used until the first estimate); ``False`` learns nothing.
+
+    ``jitter_margin_seconds`` (J): each requests/tokens bucket holds at most ``limit - rate * J``
+    (its refill rate stays ``limit / window``), so calls admitted on schedule may reach upstream up to
+    J seconds out of order (threads, processes, network) without overrunning upstream's bucket; it
+    costs ``rate * J`` once, not a share of the rate. Capped at half the window. Snapshots report
+    this usable capacity as the limit.
+    """
 
     requests_per_window: float | None = None
     tokens_per_window: float | None = None
-    window_seconds: float = 60.0
+    window_seconds: float | None = None
     requests_per_day: float | None = None
     tokens_per_day: float | None = None
     max_wait_seconds: float = 60.0
-    learn_from_headers: bool = True
+    jitter_margin_seconds: float = 0.0
+    learn_from_headers: LearnRule = True
     redis_url: str | None = None
     redis_prefix: str = "llm_middleware"
     fallback_fraction: float = 0.5
@@ -60,8 +84,13 @@ class LimitConfig:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a positive number or None, got {value!r}")
-        if not (math.isfinite(self.window_seconds) and self.window_seconds > 0):
-            raise ConfigError(f"window_seconds must be positive, got {self.window_seconds!r}")
+        if self.window_seconds is not None and not (math.isfinite(self.window_seconds) and self.window_seconds > 0):
+            raise ConfigError(f"window_seconds must be positive or None, got {self.window_seconds!r}")
+        if self.learn_from_headers not in (True, False, "override_window"):
+            raise ConfigError(f"learn_from_headers must be True, False or 'override_window', "
+                              f"got {self.learn_from_headers!r}")
+        if not (math.isfinite(self.jitter_margin_seconds) and self.jitter_margin_seconds >= 0):
+            raise ConfigError(f"jitter_margin_seconds must be >= 0, got {self.jitter_margin_seconds!r}")
         if not (self.max_wait_seconds >= 0):
             raise ConfigError(f"max_wait_seconds must be >= 0, got {self.max_wait_seconds!r}")
         if not (0 < self.fallback_fraction <= 1):
@@ -78,9 +107,26 @@ class LimitConfig:
             TOKENS_DAY: self.tokens_per_day,
         }
 
+    @property
+    def learns_window(self) -> bool:
+        """Whether a window learned from headers is used (see the class doc)."""
+        return self.learn_from_headers == "override_window" or (
+            self.learn_from_headers is True and self.window_seconds is None
+        )
+
+    @property
+    def base_window(self) -> float:
+        """The window used until one is learned: the configured one, else 60 s."""
+        return DEFAULT_WINDOW_SECONDS if self.window_seconds is None else self.window_seconds
+
+    def windows(self, learned: float | None = None) -> dict[str, float]:
+        """Refill window per bucket in seconds, given the window learned for a key (if any)."""
+        win = learned if learned is not None and self.learns_window else self.base_window
+        return {REQUESTS: win, TOKENS: win, REQUESTS_DAY: DAY_SECONDS, TOKENS_DAY: DAY_SECONDS}
+
     def window_of(self, bucket: str) -> float:
-        """Refill window of a bucket in seconds."""
-        return DAY_SECONDS if bucket in (REQUESTS_DAY, TOKENS_DAY) else self.window_seconds
+        """Refill window of a bucket in seconds before any window is learned."""
+        return self.windows()[bucket]
 
 
 class Debit(NamedTuple):
@@ -162,3 +208,4 @@ class LearnedLimits:
 
     limits: dict[str, float]
     remaining: dict[str, float]
+    window: float | None = None  # refill window inferred from the reset headers (None: no estimate)

@@ -132,3 +132,51 @@ def test_unreachable_redis_from_the_start_never_fails_a_request() -> None:
     lim.learn(KEY, {"x-ratelimit-limit-requests": "8", "x-ratelimit-remaining-requests": "8"})
     assert lim.degraded and events.fallbacks() == [("redis", True)]
     lim.close()
+
+
+def test_learned_window_is_shared_and_decides_like_memory(redis_url: str) -> None:
+    """Nothing configured: Redis learns limits and window exactly as memory does, and shares them."""
+    from middleware.simulator.ratelimit import RateLimiter
+    from tests.unit.test_limits_window import KEY as WKEY
+    from tests.unit.test_limits_window import Clock, drive
+
+    calls = [(0.0 if i % 5 else 0.3, 200 + 131 * (i % 9)) for i in range(80)]
+    results = []
+    for use_redis in (False, True):
+        clock = Clock()
+        config = LimitConfig(max_wait_seconds=30, redis_url=redis_url if use_redis else None,
+                             redis_prefix=f"t{uuid.uuid4().hex[:8]}")
+        primary = RedisBackend(config, clock=clock) if use_redis else None
+        lim = Limiter(config, clock=clock, sleep=clock.sleep, primary=primary)
+        upstream = RateLimiter(rpm=15, tpm=5000, window_s=2.5, clock=clock)
+        start = clock.now
+        outcomes = drive(lim, upstream, clock, calls)
+        assert set(outcomes) == {"ok"}
+        assert lim.learned_window(WKEY) == pytest.approx(2.5, rel=1e-3)
+        results.append((clock.now - start, lim.snapshot(WKEY)))
+        if use_redis:
+            other = Limiter(config, clock=clock, sleep=clock.sleep, primary=RedisBackend(config, clock=clock))
+            assert other.learned_window(WKEY) is None  # its own estimator saw nothing, but Redis holds the window
+            clock.now += 0.5
+            before = other.snapshot(WKEY)["tokens"].remaining
+            clock.now += 0.5
+            assert other.snapshot(WKEY)["tokens"].remaining - before == pytest.approx(1000, rel=1e-3)
+            other.close()
+        lim.close()
+    assert results[1][0] == pytest.approx(results[0][0], abs=1e-6)
+    assert results[1][1]["tokens"].remaining == pytest.approx(results[0][1]["tokens"].remaining, abs=1e-3)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops_strategy)
+def test_redis_with_jitter_margin_decides_like_memory(redis_url: str, ops: list[Op]) -> None:
+    clock_m, clock_r = FakeClock(), FakeClock()
+    mem = run_ops(memory_limiter(clock_m, jitter_margin_seconds=0.1), clock_m, ops, CONFIG["max_wait_seconds"])
+    lim = redis_limiter(redis_url, clock_r, jitter_margin_seconds=0.1)
+    red = run_ops(lim, clock_r, ops, CONFIG["max_wait_seconds"])
+    lim.close()
+    assert [o[0] for o in red.outcomes] == [o[0] for o in mem.outcomes]
+    assert [o[1] for o in red.outcomes] == pytest.approx([o[1] for o in mem.outcomes], abs=1e-6)
+    red.admitted = {k: v for k, v in red.admitted.items() if v[2] <= 90}  # bigger ones pass as debt
+    check_bound(red, CONFIG["requests_per_window"] * 0.9, CONFIG["tokens_per_window"] * 0.9,
+                CONFIG["window_seconds"] * 0.9)

@@ -123,3 +123,14 @@ def test_fallback_scaled_limiter_keeps_its_fraction(ops: list[Op]) -> None:
     # requests bigger than the scaled capacity are still admitted (as debt), so bound the others only
     run.admitted = {k: v for k, v in run.admitted.items() if v[2] <= 50}
     check_bound(run, 2.5, 50, 1.0)
+
+
+@settings(max_examples=500, deadline=None)
+@given(ops_strategy)
+def test_jitter_margin_keeps_the_rate_and_lowers_the_burst(ops: list[Op]) -> None:
+    """With margin J the bound is (cap - rate * J) + rate * span: calls J seconds late cannot overrun."""
+    clock = FakeClock()
+    run = run_ops(memory_limiter(clock, jitter_margin_seconds=0.1), clock, ops, CONFIG["max_wait_seconds"])
+    run.admitted = {k: v for k, v in run.admitted.items() if v[2] <= 90}  # bigger ones pass as debt
+    check_bound(run, CONFIG["requests_per_window"] * 0.9, CONFIG["tokens_per_window"] * 0.9,
+                CONFIG["window_seconds"] * 0.9)

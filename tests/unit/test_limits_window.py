@@ -1,0 +1,151 @@
+"""Learning the refill window from ``x-ratelimit-*`` headers, against the simulator's bucket model."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from middleware.errors import ConfigError
+from middleware.limits import LimitConfig, Limiter, LimiterKey
+from middleware.limits.window import WindowEstimator, window_bounds
+from middleware.simulator.ratelimit import RateLimiter
+
+KEY = LimiterKey("win:gpt-test", "gpt-test")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds + 1e-9  # a real caller always arrives a little after its admission time
+
+
+def drive(lim: Limiter, upstream: RateLimiter, clock: Clock, calls: list[tuple[float, int]]) -> list[str]:
+    """One caller: reserve (sleeping on the fake clock), send upstream, learn; returns each outcome."""
+    outcomes = []
+    for gap, tokens in calls:
+        clock.now += gap
+        res = lim.reserve(KEY, tokens)
+        decision = upstream.admit("k", tokens)
+        headers = dict(decision.headers)
+        if decision.allowed:
+            lim.learn(KEY, headers)
+            lim.settle(res, tokens)
+            outcomes.append("ok")
+        else:
+            lim.on_rate_limited(KEY, decision.refused_type, decision.retry_after_s, headers)
+            lim.release(res)
+            outcomes.append(decision.refused_type or "refused")
+    return outcomes
+
+
+def test_bounds_of_one_observation() -> None:
+    assert window_bounds(10, 9, 0.2) == (2.0, math.inf)  # one request taken from a full bucket: exact low end
+    low, high = window_bounds(1000, 500, 1.0) or (0, 0)
+    assert low == pytest.approx(2.0) and high == pytest.approx(1000 / 499)
+    assert window_bounds(10, 10, 0.0) is None  # full bucket: nothing to learn
+    assert window_bounds(10, 5, 0.0) is None  # reset 0 is ignored
+    assert window_bounds(10_000, 9_990, 0.002) is None  # too coarse at millisecond resolution
+    assert window_bounds(None, 5, 1.0) is None
+    assert window_bounds(10, 5, math.nan) is None
+
+
+def test_estimator_is_robust_and_follows_a_change() -> None:
+    est = WindowEstimator(keep=8)
+    assert est.estimate() is None
+    assert not est.observe(100, 100, 0.0)
+    est.observe(20, 19, 0.1)  # window >= 2
+    assert est.estimate() == pytest.approx(2.0)
+    est.observe(20, 10, 1.0)  # window in [2, 2.22)
+    assert est.estimate() == pytest.approx(20 / 9)  # the safe (slower) end
+    est.observe(10_000, 4_000, 1.2)  # window in [2, 2.0003)
+    assert est.estimate() == pytest.approx(2.0, rel=1e-3)
+    est.observe(10_000, 4_000, 6.0)  # upstream now refills over 10 s: contradicts the older ones
+    assert est.estimate() == pytest.approx(10.0, rel=1e-3)
+    est.observe(10, 5, 0.05)  # window in [0.1, 0.125): contradicts, the newest wins
+    assert est.estimate() == pytest.approx(0.125)
+    est2 = WindowEstimator()
+    est2.observe(1e7, 0, 0.06)
+    assert est2.estimate() == pytest.approx(0.06)
+
+
+def test_nothing_configured_converges_on_a_two_second_window() -> None:
+    clock = Clock()
+    lim = Limiter(LimitConfig(max_wait_seconds=30), clock=clock, sleep=clock.sleep)
+    upstream = RateLimiter(rpm=20, tpm=6000, window_s=2.0, clock=clock)
+    calls = [(0.0, 300 + 97 * (i % 7)) for i in range(200)]
+    start = clock.now
+    outcomes = drive(lim, upstream, clock, calls)
+    assert outcomes.count("ok") == len(calls)
+    assert lim.learned_window(KEY) == pytest.approx(2.0, rel=1e-3)
+    snap = lim.snapshot(KEY)
+    assert snap["requests"].limit == 20 and snap["tokens"].limit == 6000
+    # goodput: the time taken is close to the lower bound of the upstream's limits
+    total = sum(t for _, t in calls)
+    bound = max((total - 6000) / 3000, (len(calls) - 20) / 10)
+    assert bound / (clock.now - start) > 0.97
+
+
+def test_configured_window_wins_unless_overridden() -> None:
+    headers = {"x-ratelimit-limit-requests": "20", "x-ratelimit-remaining-requests": "19",
+               "x-ratelimit-reset-requests": "100ms"}  # a 2 s window
+    cases: tuple[tuple[Any, float | None, float], ...] = (
+        (True, 60.0, 60.0), (True, None, 2.0), ("override_window", 60.0, 2.0), (False, None, 60.0))
+    for rule, window, expected in cases:
+        clock = Clock()
+        lim = Limiter(LimitConfig(requests_per_window=20, window_seconds=window, learn_from_headers=rule),
+                      clock=clock, sleep=clock.sleep)
+        for _ in range(20):
+            lim.reserve(KEY, 0)
+        lim.learn(KEY, headers)
+        res = lim.reserve(KEY, 0)  # the bucket is empty: one request refills in window / 20
+        assert res.wait_seconds == pytest.approx(expected / 20), (rule, window)
+    with pytest.raises(ConfigError):
+        LimitConfig(learn_from_headers="yes")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        LimitConfig(window_seconds=0.0)
+
+
+def test_learned_window_reaches_the_fallback_too() -> None:
+    from middleware.limits.memory import MemoryBackend
+
+    config = LimitConfig()
+    clock = Clock()
+    primary = MemoryBackend(config, clock=clock, name="shared")
+    lim = Limiter(config, clock=clock, sleep=clock.sleep, primary=primary)
+    lim.learn(KEY, {"x-ratelimit-limit-tokens": "1000", "x-ratelimit-remaining-tokens": "0",
+                    "x-ratelimit-reset-tokens": "5s"})
+    assert primary._states[KEY.id].window == pytest.approx(5.0, rel=1e-2)
+    assert lim._router.local._states[KEY.id].window == pytest.approx(5.0, rel=1e-2)  # type: ignore[attr-defined]
+
+
+calls_strategy = st.lists(
+    st.tuples(st.sampled_from([0.0, 0.0, 0.0, 0.01, 0.2, 1.0, 5.0]), st.integers(0, 100_000)),
+    min_size=1, max_size=80,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([0.5, 2.0, 7.0, 60.0]), st.integers(1, 60), st.integers(50, 20_000), calls_strategy,
+)
+def test_learned_limits_never_overrun_an_openai_like_upstream(
+    window: float, rpm: int, tpm: int, calls: list[tuple[float, int]],
+) -> None:
+    """A caller that configures nothing is never refused by a bucket upstream, whatever its window."""
+    clock = Clock()
+    lim = Limiter(LimitConfig(max_wait_seconds=10 * window), clock=clock, sleep=clock.sleep)
+    upstream = RateLimiter(rpm=rpm, tpm=tpm, window_s=window, clock=clock)
+    fitted: list[tuple[float, int]] = [(gap, tokens % (tpm + 1)) for gap, tokens in calls]
+    outcomes = drive(lim, upstream, clock, fitted)
+    assert set(outcomes) <= {"ok"}, outcomes
+    learned: Any = lim.learned_window(KEY)
+    assert learned is None or learned >= window * (1 - 1e-6)  # never the faster, unsafe side
