@@ -7,6 +7,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import httpx2
+
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ns": 1e-9}
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
 _COMPONENT = re.compile(rf"({_NUMBER})(ms|us|µs|μs|ns|h|m|s)")
@@ -99,27 +101,40 @@ class RatelimitHeaders:
         return value
 
 
+_FIELDS = tuple((f"{kind}_{resource}", f"{_PREFIX}{kind}-{resource}", kind)
+                for kind in _KINDS for resource in _RESOURCES)
+
+
+def _rate_limit_values(headers: Mapping[str, str]) -> dict[str, object]:
+    """The ``x-ratelimit-*`` values present, by lower-case name (this runs on every response).
+
+    The SDK's headers hand out lower-cased names in one pass (``multi_items``; each ``get`` would
+    scan them all); plain mappings may spell names in any case and are lower-cased here.
+    """
+    if isinstance(headers, httpx2.Headers):
+        return {k: v for k, v in headers.multi_items() if k.startswith(_PREFIX)}
+    return {k.lower(): v for k, v in headers.items() if isinstance(k, str) and k.lower().startswith(_PREFIX)}
+
+
 def parse_ratelimit_headers(headers: Mapping[str, str]) -> RatelimitHeaders:
     """Parse the rate-limit headers of one response; tolerant of missing and garbage values."""
     try:
-        found = {k.lower(): v for k, v in headers.items() if isinstance(k, str) and k.lower().startswith(_PREFIX)}
+        found = _rate_limit_values(headers)
     except Exception:
         return RatelimitHeaders(errors=("invalid_headers",))
     if not found:
         return RatelimitHeaders(errors=("absent",))
     values: dict[str, float | None] = {}
     errors: list[str] = []
-    for kind in _KINDS:
-        for resource in _RESOURCES:
-            field = f"{kind}_{resource}"
-            raw = found.get(f"{_PREFIX}{kind}-{resource}")
-            if raw is None:
-                values[field] = None
-                errors.append(f"missing_{field}")
-                continue
-            text = raw if isinstance(raw, str) else str(raw)
-            value = parse_go_duration(text) if kind == "reset" else _parse_count(text)
-            if value is None:
-                errors.append(f"invalid_{field}")
-            values[field] = value
+    for field, name, kind in _FIELDS:
+        raw = found.get(name)
+        if raw is None:
+            values[field] = None
+            errors.append(f"missing_{field}")
+            continue
+        text = raw if isinstance(raw, str) else str(raw)
+        value = parse_go_duration(text) if kind == "reset" else _parse_count(text)
+        if value is None:
+            errors.append(f"invalid_{field}")
+        values[field] = value
     return RatelimitHeaders(**values, errors=tuple(errors))
