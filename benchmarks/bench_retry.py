@@ -3,7 +3,8 @@
 Contenders, on the same workload in one run, each against its own fresh simulator (same seed):
 
 * ``middleware``: ``protect(OpenAI())`` with the default ``RetryConfig`` (4 attempts, full-jitter backoff,
-  retry budget, circuit breaker), time-scaled;
+  retry budget 0.5 + 1/s, circuit breaker whose open state makes calls wait up to 30 s for the probe window
+  instead of failing), time-scaled;
 * ``sdk``: the raw SDK's own retries (``max_retries=2``, backoff ``min(0.5 * 2**n, 8)`` s with jitter), time-scaled;
 * ``tenacity``: tenacity over the SDK (``max_retries=0``; ``stop_after_attempt(5)``, the cookbook's
   ``wait_random_exponential(min=1, max=60)``, retry on ``APIStatusError`` 5xx and ``APIConnectionError``), time-scaled.
@@ -12,8 +13,8 @@ Time scale: the real scenario (a call every 0.5 s for 150 s from 4 threads, a 60
 ``--scale`` times faster (default 1/10: a call every 50 ms, a 6 s outage). Every time constant of every
 contender is multiplied by the same factor so that the comparison stays fair: the SDK's backoff (its
 ``_calculate_retry_timeout`` scaled), tenacity's ``multiplier``/``min``/``max``, and our ``base_delay``,
-``max_delay``, breaker window and open time, budget window (its per-second floor divided by the factor, so that
-the floor stays the same number of retries per window).
+``max_delay``, breaker window, open time and maximum wait, budget window (its per-second floor divided by the
+factor, so that the floor stays the same number of retries per window).
 
 Printed per contender: success ratio, attempts sent upstream (the simulator's ``/stats`` ``received``), upstream
 attempts per call, the time to recover (first success completed after the outage ended; real seconds in the
@@ -72,7 +73,8 @@ def scaled_retry(cfg: RetryConfig, k: float) -> RetryConfig:
         deadline_seconds=None if cfg.deadline_seconds is None else cfg.deadline_seconds * k,
         budget_window_seconds=cfg.budget_window_seconds * k,
         budget_min_retries_per_second=cfg.budget_min_retries_per_second / k,
-        breaker_window_seconds=cfg.breaker_window_seconds * k, breaker_open_seconds=cfg.breaker_open_seconds * k)
+        breaker_window_seconds=cfg.breaker_window_seconds * k, breaker_open_seconds=cfg.breaker_open_seconds * k,
+        breaker_max_wait_seconds=cfg.breaker_max_wait_seconds * k)
 
 
 def middleware_caller(base_url: str, k: float) -> Callable[[], Any]:

@@ -40,7 +40,7 @@ class Send:
 
 @dataclass(frozen=True)
 class Sleep:
-    """Effect: wait this long (backoff)."""
+    """Effect: wait this long (backoff, or an open circuit)."""
 
     seconds: float
 
@@ -163,7 +163,11 @@ class Pipeline:
         attempt = 0
         while True:
             attempt += 1
-            state.before_attempt()  # the breaker may refuse: fail fast before reserving capacity
+            # An open circuit: wait (bounded, sending nothing) for its probe window, or fail fast with
+            # CircuitOpenError past the bound -- before reserving any capacity.
+            while (wait := state.before_attempt()) > 0:
+                self.recorder.backoff(ctx, attempt=attempt - 1, delay_seconds=wait, reason="circuit_open")
+                yield Sleep(wait)
             try:
                 reservation: Reservation = yield Reserve(key, tokens)
             except BaseException as exc:  # refused capacity or cancelled while waiting: free a half-open probe slot

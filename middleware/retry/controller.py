@@ -12,7 +12,7 @@ from typing import Any
 from middleware.errors import AttemptRecord, CircuitOpenError, RetryAfterTooLong
 
 from .backoff import compute_backoff, retry_after_delay
-from .breaker import BreakerPermit, CircuitBreaker, Outcome
+from .breaker import OPEN, BreakerPermit, CircuitBreaker, Outcome
 from .budget import RetryBudget
 from .classify import CANCELLED, OPT_IN_REASONS, FailureClass, classify
 from .config import RetryConfig
@@ -20,6 +20,8 @@ from .events import NoopRetryEvents, RetryEvents, SafeEvents
 from .redis_breaker import RedisCircuitBreaker
 from .redis_budget import RedisRetryBudget
 from .redis_support import make_client
+
+MIN_CIRCUIT_WAIT = 0.001  # the shortest wait before_attempt asks for; below it the call fails (bound reached)
 
 
 @dataclass(frozen=True)
@@ -81,22 +83,71 @@ class CallRetryState:
         self._previous_delay: float | None = None
         self._permit = BreakerPermit(True, "closed")
         self._in_flight = False
+        self._waited = 0.0  # seconds spent waiting for an open circuit, in finished waits
+        self._wait_started: float | None = None
 
     @property
     def elapsed(self) -> float:
         """Seconds since the call started."""
         return self._c.clock() - self.started_at
 
-    def before_attempt(self) -> None:
-        """Call before each attempt; raises CircuitOpenError when the breaker refuses it."""
+    def before_attempt(self) -> float:
+        """Call before each attempt: 0.0 means send it now (it is counted); a positive value means the circuit is
+        open, so sleep that many seconds and ask again (nothing was sent nor counted).
+
+        While the circuit is open a call waits for the next half-open probe window (or, while another call's probe
+        is in flight, polls every ``breaker_open_seconds / 10``, jittered), for at most
+        ``breaker_max_wait_seconds`` in total and never past ``deadline_seconds``. Raises CircuitOpenError as soon
+        as the circuit would not admit the attempt within that bound (at once when the bound is 0).
+        """
         breaker = self._c.breaker
         if breaker is not None:
-            self._permit = breaker.acquire(self.endpoint, self.model)
-            self._transition(self._permit.transition)
-            if not self._permit.allowed:
-                raise self._circuit_open(self._permit.retry_in_seconds)
+            permit = breaker.acquire(self.endpoint, self.model)
+            self._transition(permit.transition)
+            if not permit.allowed:
+                return self._circuit_wait(permit)
+            self._permit = permit
+            self._stop_waiting()
         self.attempt += 1
         self._in_flight = True
+        return 0.0
+
+    @property
+    def circuit_waited(self) -> float:
+        """Seconds this call has spent waiting for an open circuit so far."""
+        if self._wait_started is None:
+            return self._waited
+        return self._waited + max(0.0, self._c.clock() - self._wait_started)
+
+    def _circuit_wait(self, permit: BreakerPermit) -> float:
+        if self._wait_started is None:
+            self._wait_started = self._c.clock()
+        allowance = self._wait_allowance()
+        cfg = self._c.config
+        poll = cfg.breaker_open_seconds / 10
+        if permit.state == OPEN:  # admitted (as the probe, or after it) no sooner than the window opens
+            needed = permit.retry_in_seconds
+            wait = needed + self._c.rng.uniform(0.0, poll / 2)
+        else:  # half-open, the probe slots taken: it may close any moment
+            needed = 0.0
+            wait = self._c.rng.uniform(poll / 2, poll)
+        if allowance < MIN_CIRCUIT_WAIT or needed > allowance:
+            self._stop_waiting()
+            raise self._circuit_open(permit.retry_in_seconds)
+        return max(MIN_CIRCUIT_WAIT, min(wait, allowance))
+
+    def _wait_allowance(self, after: float = 0.0) -> float:
+        """Seconds this call may still wait for the circuit, ``after`` seconds from now."""
+        cfg = self._c.config
+        allowance = cfg.breaker_max_wait_seconds - self.circuit_waited
+        if cfg.deadline_seconds is not None:
+            allowance = min(allowance, cfg.deadline_seconds - self.elapsed - after)
+        return max(0.0, allowance)
+
+    def _stop_waiting(self) -> None:
+        if self._wait_started is not None:
+            self._waited = self.circuit_waited
+            self._wait_started = None
 
     def on_success(self) -> None:
         """Call after a successful attempt."""
@@ -157,7 +208,7 @@ class CallRetryState:
             return RetryDecision(False, 0.0, failure, "deadline")
         breaker = self._c.breaker
         wait = breaker.retry_in(self.endpoint, self.model) if breaker is not None else 0.0
-        if wait > delay:
+        if wait > delay and wait - delay > self._wait_allowance(after=delay):  # else before_attempt will wait
             refused = self._circuit_open(wait)
             refused.__cause__ = exc
             return RetryDecision(False, 0.0, failure, "circuit_open", refused)

@@ -6,6 +6,7 @@ Delays are checked against the simulator's own arrival times (``x-sim-tag``), no
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import threading
 import time
@@ -250,7 +251,8 @@ def test_retry_budget_bounds_extra_attempts_during_total_outage(
 # ---------------------------------------------------------------- circuit breaker
 
 BREAKER = RetryConfig(max_attempts=1, budget_enabled=False, breaker_min_calls=4, breaker_failure_ratio=0.5,
-                      breaker_window_seconds=10.0, breaker_open_seconds=0.4, breaker_half_open_probes=1)
+                      breaker_window_seconds=10.0, breaker_open_seconds=0.4, breaker_half_open_probes=1,
+                      breaker_max_wait_seconds=0.0)  # the classic fail-fast breaker
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -305,6 +307,121 @@ def test_half_open_admits_one_probe_and_refuses_the_rest(simulator: Simulator, c
             result, times = f.result()
             assert isinstance(result, CircuitOpenError) and times == []
     assert call.breaker_state() == CLOSED
+
+
+# ---------------------------------------------------------------- waiting (bounded) for an open circuit
+
+OPEN_S = 0.4
+WAIT = dataclasses.replace(BREAKER, max_attempts=4, base_delay=0.01, max_delay=0.05, breaker_max_wait_seconds=3.0)
+
+
+def force_open(call: Caller) -> None:
+    breaker = call.pipeline.retry.breaker
+    assert breaker is not None
+    for _ in range(WAIT.breaker_min_calls):
+        breaker.record(ROUTE, MODEL, "failure")
+    assert call.breaker_state() == OPEN
+
+
+def concurrently(call: Caller, mode: str, count: int) -> tuple[list[Any], list[float], int]:
+    """``count`` concurrent calls (threads, or tasks on one event loop): (results, all arrival times, loop ticks)."""
+    tags = [uuid.uuid4().hex for _ in range(count)]
+    ticks = 0
+
+    async def many() -> list[Any]:
+        nonlocal ticks
+        done = asyncio.Event()
+
+        async def ticker() -> None:  # the loop must stay free while calls wait for the circuit
+            nonlocal ticks
+            while not done.is_set():
+                ticks += 1
+                await asyncio.sleep(0.05)
+
+        tick = asyncio.create_task(ticker())
+        results = await asyncio.gather(*(call.acall({"x-sim-tag": t}) for t in tags), return_exceptions=True)
+        done.set()
+        await tick
+        return list(results)
+
+    if mode == "async":
+        results = asyncio.run(many())
+    else:
+        with ThreadPoolExecutor(count) as pool:
+            results = list(pool.map(lambda tag: _call(call, tag), tags))
+    times = sorted(t for tag in tags for t in call.sim.request_times(tag))
+    return results, times, ticks
+
+
+def _call(call: Caller, tag: str) -> Any:
+    try:
+        return call(None, tag=tag)
+    except Exception as exc:
+        return exc
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_open_circuit_waits_sending_only_probes_then_succeeds_after_the_outage(
+    simulator: Simulator, caller: Callable[..., Caller], telemetry: TelemetryKit, mode: str
+) -> None:
+    call = caller(mode, WAIT)
+    simulator.set_faults(outage_for_s=1.0)
+    force_open(call)
+    started = time.monotonic()
+    results, times, ticks = concurrently(call, mode, 3)
+    elapsed = time.monotonic() - started
+    assert all(isinstance(r, openai.types.chat.ChatCompletion) for r in results), results
+    assert 1.0 - 0.05 <= elapsed <= 1.0 + 2 * OPEN_S + SLACK  # served once the outage ended, not before
+    assert len(times) == simulator.stats()["total"]["received"]
+    probes = len(times) - 3 + 1  # the failed probes, then the successful one; after it the other two calls
+    assert 2 <= probes <= 4, times  # one per 0.4 s window of a 1 s outage, not 3 calls x 4 attempts
+    for gap in gaps(times[:probes]):
+        assert gap >= OPEN_S - 0.02, times  # one probe at a time, and nothing sent while open
+    assert call.breaker_state() == CLOSED
+    if mode == "async":
+        assert ticks >= 15  # ~1 s of waiting at 50 ms ticks: the event loop was never blocked
+    waits = [e for s in telemetry.spans(f"chat {MODEL}") for e in s.events
+             if e.name == n.E_BACKOFF and e.attributes[n.A_REASON] == "circuit_open"]
+    assert len(waits) >= 3  # every call waited at least once
+    assert telemetry.sample(f"{n.P}_backoff_seconds_count", reason="circuit_open") == len(waits)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_open_circuit_wait_beyond_the_bound_raises_circuit_open(
+    simulator: Simulator, caller: Callable[..., Caller], mode: str
+) -> None:
+    bounded = dataclasses.replace(WAIT, breaker_max_wait_seconds=0.6)
+    call = caller(mode, bounded)
+    simulator.set_faults(outage=True)
+    force_open(call)
+    started = time.monotonic()
+    result, times = tagged(simulator, call, None)
+    elapsed = time.monotonic() - started
+    # Waited ~0.4 s, probed once (failed, re-opened); 0.4 s more would pass the 0.6 s bound: fail at once.
+    assert isinstance(result, CircuitOpenError), result
+    assert isinstance(result.__cause__, openai.InternalServerError)
+    assert len(times) == 1 and OPEN_S - 0.02 <= elapsed <= 0.6 + SLACK
+    assert [a.reason for a in attempt_history(result)] == ["server_error"]
+    # A window further away than the whole bound: refused without waiting, nothing sent.
+    short = caller(mode, dataclasses.replace(WAIT, breaker_max_wait_seconds=0.2))
+    force_open(short)
+    started = time.monotonic()
+    result, times = tagged(simulator, short, None)
+    assert isinstance(result, CircuitOpenError) and times == [] and time.monotonic() - started < 0.2
+
+
+def test_waiting_for_a_redis_shared_circuit(simulator: Simulator, caller: Callable[..., Caller],
+                                            redis_url: str) -> None:
+    shared = dataclasses.replace(WAIT, redis_url=redis_url, redis_prefix=uuid.uuid4().hex)
+    opener, waiter = caller("sync", shared), caller("async", shared)  # two pipelines: two "processes"
+    simulator.set_faults(outage_for_s=0.6)
+    force_open(opener)
+    assert waiter.breaker_state() == OPEN  # seen through Redis
+    started = time.monotonic()
+    result, times = tagged(simulator, waiter, None)
+    assert isinstance(result, openai.types.chat.ChatCompletion), result
+    assert time.monotonic() - started >= 0.6 - 0.05 and 1 <= len(times) <= 3
+    assert opener.breaker_state() == CLOSED
 
 
 # ---------------------------------------------------------------- cancellation frees a half-open probe slot

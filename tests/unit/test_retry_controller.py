@@ -37,7 +37,9 @@ def run(state: CallRetryState, exc: BaseException, clock: FakeClock | None = Non
     """Fail every attempt with ``exc`` until the decision is to stop; returns every stop_reason seen."""
     reasons: list[str | None] = []
     while True:
-        state.before_attempt()
+        while (wait := state.before_attempt()) > 0:  # an open circuit: wait on the fake clock
+            assert clock is not None, f"unexpected circuit wait of {wait}s"
+            clock.advance(wait)
         decision = state.on_failure(exc)
         reasons.append(decision.stop_reason)
         if not decision.retry:
@@ -177,7 +179,7 @@ def test_breaker_opens_and_fails_fast() -> None:
     events = Events()
     clock = FakeClock()
     ctl = controller(clock, events, breaker_enabled=True, breaker_min_calls=3, breaker_open_seconds=30.0,
-                     max_attempts=10, jitter="none")
+                     max_attempts=10, jitter="none", breaker_max_wait_seconds=0.0)
     state = ctl.start("k", "chat", "m")
     assert run(state, status_error(502), clock) == [None, None, "circuit_open"]
     assert events.transitions == [("chat", "m", "open")]
@@ -193,7 +195,7 @@ def test_breaker_opens_and_fails_fast() -> None:
 
 
 def test_circuit_open_decision_carries_error() -> None:
-    ctl = controller(breaker_enabled=True, breaker_min_calls=1, breaker_open_seconds=30.0)
+    ctl = controller(breaker_enabled=True, breaker_min_calls=1, breaker_open_seconds=30.0, breaker_max_wait_seconds=0)
     state = ctl.start("k", "chat", "m")
     state.before_attempt()
     original = status_error(500)
@@ -214,7 +216,7 @@ def test_events_that_raise_never_break_the_call() -> None:
         def breaker_transition(self, endpoint: str, model: str, state: str) -> None:
             raise RuntimeError("exporter down")
 
-    ctl = controller(None, Broken(), breaker_enabled=True, breaker_min_calls=1)
+    ctl = controller(None, Broken(), breaker_enabled=True, breaker_min_calls=1, breaker_max_wait_seconds=0)
     decision = run(ctl.start("k", "chat", "m"), status_error(500))
     assert decision == ["circuit_open"]
 
@@ -236,7 +238,8 @@ def test_cancellation_is_terminal() -> None:
 
 def test_on_cancel_frees_the_half_open_probe_slot() -> None:
     clock = FakeClock()
-    ctl = controller(clock, breaker_enabled=True, breaker_min_calls=1, breaker_open_seconds=5.0, max_attempts=1)
+    ctl = controller(clock, breaker_enabled=True, breaker_min_calls=1, breaker_open_seconds=5.0, max_attempts=1,
+                     breaker_max_wait_seconds=0)
     run(ctl.start("k", "chat", "m"), status_error(500))  # opens
     clock.advance(5.0)
     probe = ctl.start("k", "chat", "m")
@@ -261,3 +264,144 @@ def test_on_cancel_unsent_attempt_is_forgotten_and_noop_between_attempts() -> No
     state.before_attempt()
     state.on_cancel(sent=False)  # e.g. the limiter refused capacity: the attempt never went out
     assert state.attempt == 1 and len(state.history) == 1
+
+
+# ---------------------------------------------------------------- waiting for an open circuit (bounded)
+
+def open_circuit(ctl: RetryController, clock: FakeClock) -> None:
+    """One call whose only attempt fails: with breaker_min_calls=1 the circuit opens."""
+    state = ctl.start("k", "chat", "m")
+    assert state.before_attempt() == 0.0
+    state.on_failure(status_error(500))
+    assert ctl.breaker is not None and ctl.breaker.state("chat", "m") == "open"
+
+
+def test_open_circuit_makes_the_call_wait_for_the_probe_window_then_succeed() -> None:
+    clock = FakeClock()
+    ctl = controller(clock, breaker_enabled=True, breaker_min_calls=1, breaker_open_seconds=5.0, max_attempts=1)
+    open_circuit(ctl, clock)
+    clock.advance(1.0)
+    state = ctl.start("k", "chat", "m")
+    wait = state.before_attempt()
+    assert 4.0 <= wait <= 4.0 + 0.25  # until the window opens, plus <= half a poll of jitter
+    assert state.attempt == 0 and not state.history  # nothing sent, nothing counted
+    clock.advance(wait)
+    assert state.before_attempt() == 0.0  # the probe
+    other = ctl.start("k", "chat", "m")
+    polls = [other.before_attempt() for _ in range(3)]  # the probe is in flight: poll, send nothing
+    assert all(0.25 <= p <= 0.5 for p in polls) and other.attempt == 0
+    clock.advance(polls[0])
+    state.on_success()  # the probe succeeded: closed
+    assert other.before_attempt() == 0.0 and other.attempt == 1
+    other.on_success()
+    assert state.circuit_waited == pytest.approx(wait)
+    assert [a.attempt for a in state.history] == [1]
+
+
+def test_retry_into_an_open_circuit_waits_instead_of_failing() -> None:
+    clock = FakeClock()
+    ctl = controller(clock, breaker_enabled=True, breaker_min_calls=1, breaker_open_seconds=5.0, jitter="none")
+    state = ctl.start("k", "chat", "m")
+    state.before_attempt()
+    decision = state.on_failure(status_error(500))  # opens the circuit; 5 s open < 30 s bound: retry
+    assert decision.retry and decision.delay_seconds == 0.5
+    clock.advance(decision.delay_seconds)
+    wait = state.before_attempt()
+    assert 4.5 <= wait <= 4.75
+    clock.advance(wait)
+    assert state.before_attempt() == 0.0 and state.attempt == 2
+    state.on_success()
+    assert [(a.attempt, a.outcome) for a in state.history] == [(1, "retryable"), (2, "success")]
+
+
+def test_wait_beyond_the_bound_fails_at_once_with_circuit_open() -> None:
+    clock = FakeClock()
+    ctl = controller(clock, breaker_enabled=True, breaker_min_calls=1, breaker_open_seconds=5.0, max_attempts=1,
+                     breaker_max_wait_seconds=2.0)
+    open_circuit(ctl, clock)
+    with pytest.raises(CircuitOpenError) as caught:
+        ctl.start("k", "chat", "m").before_attempt()  # 5 s to the window > 2 s: no point in waiting
+    assert caught.value.retry_in_seconds == pytest.approx(5.0)
+    # The deadline bounds the wait too.
+    deadline = controller(clock, breaker_enabled=True, breaker_min_calls=1, breaker_open_seconds=5.0,
+                          max_attempts=1, deadline_seconds=3.0)
+    open_circuit(deadline, clock)
+    with pytest.raises(CircuitOpenError):
+        deadline.start("k", "chat", "m").before_attempt()
+
+
+def test_polling_a_busy_half_open_circuit_stops_at_the_bound() -> None:
+    clock = FakeClock()
+    ctl = controller(clock, breaker_enabled=True, breaker_min_calls=1, breaker_open_seconds=5.0, max_attempts=1,
+                     breaker_max_wait_seconds=2.0)
+    open_circuit(ctl, clock)
+    clock.advance(5.0)
+    assert ctl.start("k", "chat", "m").before_attempt() == 0.0  # a probe that never reports back (in time)
+    waiter = ctl.start("k", "chat", "m")
+    waited = 0.0
+    with pytest.raises(CircuitOpenError):
+        for _ in range(100):
+            wait = waiter.before_attempt()
+            assert wait > 0
+            clock.advance(wait)
+            waited += wait
+    assert waited == pytest.approx(2.0) and waiter.attempt == 0
+
+
+def test_max_wait_zero_fails_fast() -> None:
+    clock = FakeClock()
+    ctl = controller(clock, breaker_enabled=True, breaker_min_calls=1, breaker_open_seconds=5.0, max_attempts=1,
+                     breaker_max_wait_seconds=0)
+    open_circuit(ctl, clock)
+    with pytest.raises(CircuitOpenError):
+        ctl.start("k", "chat", "m").before_attempt()
+    clock.advance(5.0)
+    assert ctl.start("k", "chat", "m").before_attempt() == 0.0  # the probe
+    with pytest.raises(CircuitOpenError):
+        ctl.start("k", "chat", "m").before_attempt()  # half-open, slot taken: no polling either
+    with pytest.raises(ConfigError):
+        RetryConfig(breaker_max_wait_seconds=-1.0)
+
+
+# ---------------------------------------------------------------- budget sizing (the defaults)
+
+def background_errors(cfg: RetryConfig, rate: float, requests: int, per_second: float) -> tuple[int, int]:
+    """``requests`` calls at ``per_second``, each attempt failing with probability ``rate``: (failed calls, retries)."""
+    clock = FakeClock()
+    rng = random.Random(11)
+    ctl = RetryController(cfg, clock=clock, rng=random.Random(1))
+    failed = retries = 0
+    for _ in range(requests):
+        state = ctl.start("key", "chat", "m")
+        while True:
+            state.before_attempt()
+            if rng.random() >= rate:
+                state.on_success()
+                break
+            decision = state.on_failure(status_error(503))
+            if not decision.retry:
+                failed += 1
+                break
+            retries += 1
+        clock.advance(1.0 / per_second)
+    return failed, retries
+
+
+def test_default_budget_absorbs_a_30_percent_background_error_rate() -> None:
+    defaults = RetryConfig(breaker_enabled=False)
+    failed, retries = background_errors(defaults, 0.3, 3000, per_second=20.0)
+    assert failed <= 0.3**4 * 3000 * 2  # only calls whose 4 attempts all failed (~0.8%), not budget refusals
+    assert retries / 3000 == pytest.approx(0.3 + 0.09 + 0.027, abs=0.05)
+    starved, _ = background_errors(RetryConfig(breaker_enabled=False, budget_ratio=0.2), 0.3, 3000, per_second=20.0)
+    assert starved > 5 * failed  # the old 0.2 turned recoverable calls into failures
+
+
+def test_default_budget_still_bounds_a_total_outage() -> None:
+    cfg = RetryConfig(breaker_enabled=False)  # the defaults: ratio 0.5, floor 1/s over 10 s
+    clock = FakeClock()
+    ctl = RetryController(cfg, clock=clock, rng=random.Random(1))
+    requests, retries = 200, 0
+    for _ in range(requests):
+        retries += len(run(ctl.start("key", "chat", "m"), status_error(503))) - 1
+    floor = cfg.budget_min_retries_per_second * cfg.budget_window_seconds
+    assert cfg.budget_ratio * requests <= retries <= cfg.budget_ratio * requests + floor  # not 3 x 200

@@ -112,7 +112,8 @@ def test_redis_dying_mid_flight_never_fails_the_call(redis_server: RedisServer, 
 
 
 def test_from_config_shares_through_redis(redis_url: str) -> None:
-    cfg = RetryConfig(redis_url=redis_url, redis_prefix="cfg", breaker_min_calls=1, max_attempts=3)
+    cfg = RetryConfig(redis_url=redis_url, redis_prefix="cfg", breaker_min_calls=1, max_attempts=3,
+                      breaker_max_wait_seconds=0)
     one, two = RetryController.from_config(cfg), RetryController.from_config(cfg)
     assert isinstance(one.budget, RedisRetryBudget) and isinstance(one.breaker, RedisCircuitBreaker)
     assert run(one.start("k", "chat", "m"), status_error(500)) == ["circuit_open"]
