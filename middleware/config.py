@@ -77,6 +77,8 @@ class Config:
             max_attempts=int(_float(e, "MIDDLEWARE_MAX_ATTEMPTS") or RetryConfig().max_attempts),
             max_retry_after=_or(_float(e, "MIDDLEWARE_MAX_RETRY_AFTER"), RetryConfig().max_retry_after),
             redis_url=e.get("MIDDLEWARE_REDIS_URL") or None,
+            breaker_max_wait_seconds=_or(_float(e, "MIDDLEWARE_BREAKER_MAX_WAIT"),
+                                         RetryConfig().breaker_max_wait_seconds),
         )
         stream_defaults = StreamConfig()
         threshold = e.get("MIDDLEWARE_FORCE_STREAM_ABOVE")

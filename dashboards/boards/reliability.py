@@ -59,8 +59,8 @@ DASHBOARD = Dashboard(
                   (Query(sum_rate(selector(RETRY_BUDGET_EXHAUSTED), (L_MODEL,)), legend(L_MODEL)),)),
         )),
         Row("Circuit breakers and terminal errors", (
-            Panel("Breaker state", "0 closed, 1 half-open, 2 open. Open: calls fail fast; wait for half-open probes "
-                  "and check upstream health.", "short",
+            Panel("Breaker state", "0 closed, 1 half-open, 2 open. Open: calls send nothing and wait for a half-open "
+                  "probe (or fail with CircuitOpenError past breaker_max_wait_seconds); check upstream health.", "short",
                   (Query(f"max by ({L_MODEL}, {L_ENDPOINT}) ({selector(BREAKER_STATE)})",
                          legend(L_MODEL, L_ENDPOINT)),), min=0, max=2),
             Panel("Breaker transitions", "Transitions by the state entered. Flapping between open and half-open: the "

@@ -331,7 +331,8 @@ ATTEMPTS = _m(
 )
 BACKOFF = _m(
     f"{P}_backoff_seconds", "histogram", (L_MODEL, L_REASON),
-    "Backoff delays slept before a retry.", unit="s", buckets=WAIT_BUCKETS, area="retry",
+    "Delays slept before a retry, and waits for an open circuit breaker (reason circuit_open).",
+    unit="s", buckets=WAIT_BUCKETS, area="retry",
 )
 RETRY_BUDGET_EXHAUSTED = _m(
     f"{P}_retry_budget_exhausted", "counter", (L_MODEL,),
