@@ -112,13 +112,13 @@ def _sdk_rate(base_url: str, duration: float) -> float:
     return count / (time.monotonic() - start)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--stream-tokens", type=int, default=5000)
-    ns = parser.parse_args()
+    ns = parser.parse_args(argv)
     with start_subprocess(SimulatorConfig(rpm=10**9, tpm=10**12)) as sim:
         _load(sim.base_url, 1, 0.5, 2, 0)  # warm up caches and tiktoken in the server
         rps, _ = _load(sim.base_url, ns.workers, ns.duration, ns.concurrency, 0)

@@ -135,7 +135,8 @@ class Limiter:
         max_wait = self.config.max_wait_seconds
         started = time.perf_counter()
         decision, backend = self._router.run(lambda b: b.reserve(key, tokens, max_wait))
-        self._events.limiter_decision_time(backend.name, time.perf_counter() - started)
+        if self._router.primary is not None:  # timed for shared backends; in memory it is microseconds
+            self._events.limiter_decision_time(backend.name, time.perf_counter() - started)
         if decision.status == "too_large":
             raise RequestTooLarge(
                 f"request of {tokens} tokens for {key.model} can never fit: "

@@ -47,31 +47,32 @@ def _prometheus_metric(registry: CollectorRegistry, m: names.MetricDef) -> Any:
 
 
 class OtelGate:
-    """Whether OTel metric calls reach a real meter provider (rechecked at most once a second).
+    """Whether OTel metric calls reach a real meter provider.
 
     Without a configured provider the OTel API hands out proxy instruments whose calls do nothing;
-    skipping them saves a few microseconds per metric update. A provider installed later (by the
-    application or ``setup_telemetry``) is picked up within a second.
+    skipping them saves a few microseconds per metric update. ``active`` is a plain attribute read on
+    every update; ``refresh()`` (called once per protected call) rechecks the global provider at most
+    once a second, so a provider installed later (by the application or ``setup_telemetry``) is
+    picked up within a second.
     """
 
-    __slots__ = ("_active", "_checked_at", "_explicit")
+    __slots__ = ("_checked_at", "_explicit", "active")
 
     def __init__(self, explicit: bool) -> None:
         self._explicit = explicit
-        self._active = explicit
+        self.active = explicit
         self._checked_at = -1.0
+        self.refresh()
 
-    @property
-    def active(self) -> bool:
-        """True when metric calls should go to the OTel instruments."""
+    def refresh(self) -> None:
+        """Recheck the global meter provider (at most once a second)."""
         if self._explicit:
-            return True
+            return
         now = time.monotonic()
         if now - self._checked_at > 1.0:
             self._checked_at = now
             provider = otel_metrics.get_meter_provider()
-            self._active = type(provider).__name__ not in ("_ProxyMeterProvider", "NoOpMeterProvider")
-        return self._active
+            self.active = type(provider).__name__ not in ("_ProxyMeterProvider", "NoOpMeterProvider")
 
 
 def _otel_attributes(labels: tuple[str, ...], values: tuple[str, ...]) -> dict[str, str]:
@@ -163,7 +164,7 @@ class Instruments:
     def __init__(
         self, registry: CollectorRegistry, meter: otel_metrics.Meter, *, explicit_provider: bool = False
     ) -> None:
-        gate = OtelGate(explicit_provider)
+        self.gate = gate = OtelGate(explicit_provider)
         self.by_name: dict[str, Instrument] = {
             m.name: Instrument(m, registry, meter, gate) for m in names.ALL_METRICS
         }

@@ -319,7 +319,7 @@ LIMITER_FALLBACKS = _m(
 )
 LIMITER_DECISION_SECONDS = _m(
     f"{P}_limiter_decision_seconds", "histogram", (L_BACKEND,),
-    "Time the limiter backend takes for one decision.",
+    "Time one limiter decision takes with a shared backend (Redis, or its local fallback while Redis is down).",
     unit="s", buckets=(0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05), area="limits",
 )
 

@@ -172,6 +172,7 @@ class Recorder:
         except Exception as exc:  # a broken tracer provider must not break the call
             self.telemetry_error("tracer", exc)
             span = trace.INVALID_SPAN
+        self.m.gate.refresh()
         label = self.model_label(model)
         ctx = CallContext(
             operation=operation, route=route, model=model, model_label=label, body=body, stream=stream, span=span

@@ -63,4 +63,7 @@ def test_otel_gate_follows_the_global_provider() -> None:
 
     provider = metrics.get_meter_provider()
     expected = type(provider).__name__ not in ("_ProxyMeterProvider", "NoOpMeterProvider")
-    assert OtelGate(explicit=False).active is expected
+    gate = OtelGate(explicit=False)
+    assert gate.active is expected
+    gate.refresh()  # rechecks at most once a second
+    assert gate.active is expected
