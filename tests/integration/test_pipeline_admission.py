@@ -47,3 +47,41 @@ def test_waiting_for_capacity_is_recorded(simulator: Any, protect_with: Any, tel
         client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=5)
     assert telemetry.sample(n.THROTTLE_DECISIONS.prom_name, decision=n.DECISION_WAITED) >= 1
     assert telemetry.sample(n.THROTTLE_WAIT.name + "_sum") > 0.3
+
+
+TOOLS = [{
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {"type": "object", "properties": {
+            "city": {"type": "string", "description": "City name"},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        }, "required": ["city"]},
+    },
+}]
+CONVERSATIONS = {
+    "text": [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hello there!"}],
+    "names": [{"role": "system", "name": "policy", "content": "Be kind."},
+              {"role": "user", "name": "alice", "content": "Hi, I am Alice."}],
+    "tool_calls": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "18 C and sunny"},
+    ],
+}
+
+
+def test_estimate_equals_the_reported_prompt_tokens(simulator: Any, protect_with: Any, telemetry: Any) -> None:
+    """The pre-call estimate (span event) equals the usage the upstream reports: text, names, tools, tool calls."""
+    client = protect_with(openai.OpenAI(api_key="sk-test", base_url=simulator.base_url))
+    for name, messages in CONVERSATIONS.items():
+        telemetry.exporter.clear()
+        reply = client.chat.completions.create(model=MODEL, messages=messages, tools=TOOLS, max_tokens=5)
+        [span] = telemetry.spans(f"chat {MODEL}")
+        [event] = [e for e in span.events if e.name == n.E_ESTIMATE]
+        assert event.attributes[n.A_EST_PROMPT_TOKENS] == reply.usage.prompt_tokens, name
+        assert event.attributes[n.A_ESTIMATOR] == "tiktoken"
+    assert telemetry.sample(n.ESTIMATE_ERROR.name + "_sum", token_type=n.TOKEN_INPUT) == 0
