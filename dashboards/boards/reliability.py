@@ -60,7 +60,8 @@ DASHBOARD = Dashboard(
         )),
         Row("Circuit breakers and terminal errors", (
             Panel("Breaker state", "0 closed, 1 half-open, 2 open. Open: calls send nothing and wait for a half-open "
-                  "probe (or fail with CircuitOpenError past breaker_max_wait_seconds); check upstream health.", "short",
+                  "probe (or fail with CircuitOpenError past breaker_max_wait_seconds); check upstream health.",
+                  "short",
                   (Query(f"max by ({L_MODEL}, {L_ENDPOINT}) ({selector(BREAKER_STATE)})",
                          legend(L_MODEL, L_ENDPOINT)),), min=0, max=2),
             Panel("Breaker transitions", "Transitions by the state entered. Flapping between open and half-open: the "

@@ -101,7 +101,8 @@ def retry_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
         _alert("LlmCircuitBreakerOpen",
                f"max by ({JOB}, {L_MODEL}, {L_ENDPOINT}) ({_s(BREAKER_STATE)}) == {BREAKER_OPEN_VALUE}",
                w("1m"), "warning", "Circuit breaker open",
-               f"{_JM_TEXT}: the breaker for endpoint {{{{ $labels.endpoint }}}} is open; calls wait for a probe or fail.",
+               f"{_JM_TEXT}: the breaker for endpoint {{{{ $labels.endpoint }}}} is open; "
+               "calls wait for a probe or fail.",
                Runbook("Consecutive upstream failures opened the breaker for this model and endpoint.",
                        "Calls to it send nothing upstream: they wait (up to breaker_max_wait_seconds) for a "
                        "half-open probe to succeed, then fail with CircuitOpenError; latency rises meanwhile.",
