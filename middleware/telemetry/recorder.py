@@ -105,6 +105,9 @@ class Recorder:
         self._max_chunk_events = max_chunk_events
         self._warned: set[str] = set()
         self.telemetry_errors = 0
+        from .setup import register_recorder
+
+        register_recorder(self)
 
     # ------------------------------------------------------------------ plumbing
     def telemetry_error(self, component: str, exc: BaseException | None = None) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,13 +32,22 @@ log = logging.getLogger("middleware.telemetry")
 DEFAULT_METRICS_PORT = 9464
 
 
+# Recorders alive in this process: each export failure is also counted in their telemetry-errors metric.
+_RECORDERS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def register_recorder(recorder: Any) -> None:
+    """Count export failures in this recorder's ``llm_middleware_telemetry_errors_total`` (weakly held)."""
+    _RECORDERS.add(recorder)
+
+
 class ExportFailures:
-    """Counts exporter failures; logs the first one of each exporter."""
+    """Counts exporter failures; logs the first one of each exporter; feeds every live recorder's metric."""
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
         self._lock = threading.Lock()
-        self.on_failure: list[Any] = []
+        self.on_failure: list[Any] = [_count_in_recorders]
 
     def failed(self, exporter: str, detail: object) -> None:
         """Record one failed export."""
@@ -52,6 +62,11 @@ class ExportFailures:
                 callback(exporter)
             except Exception:
                 pass
+
+
+def _count_in_recorders(exporter: str) -> None:
+    for recorder in list(_RECORDERS):
+        recorder.telemetry_error(f"export_{exporter}")
 
 
 class SafeSpanExporter(SpanExporter):

@@ -235,6 +235,9 @@ def test_broken_exporter_never_breaks_a_call(simulator: Any) -> None:
     reply = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=10)
     assert reply.choices
     assert failures.counts["otlp"] >= 1
+    # and counted in the metric that the LlmTelemetryErrors alert watches
+    errors = rec.registry.get_sample_value(n.TELEMETRY_ERRORS.prom_name, {"component": "export_otlp"})
+    assert errors is not None and errors >= 1
 
 
 def test_unreachable_otlp_endpoint_does_not_break_calls(simulator: Any, monkeypatch: Any) -> None:
