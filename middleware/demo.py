@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -213,10 +214,21 @@ def summary_table(tally: Tally, elapsed: float, sim_stats: dict[str, Any] | None
     return table
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a container stopping) ends the workload like Ctrl-C: summary printed, simulator stopped."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options of ``middleware demo``."""
     p = argparse.ArgumentParser(prog="middleware demo", description=__doc__)
-    p.add_argument("--duration", type=float, default=60.0, help="seconds of workload (default 60)")
+    p.add_argument("--duration", type=float, default=60.0,
+                   help="seconds of workload (default 60; 0 = until interrupted, with a burst every minute)")
     p.add_argument("--workers", type=int, default=6)
     addr = os.environ.get("MIDDLEWARE_METRICS_ADDR", "127.0.0.1:9464")
     host, _, port = addr.rpartition(":")
@@ -269,7 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         client = protect(raw, config)
         target = "real API" if sim is None else f"simulator at {sim.base_url}"
         console.print(f"[bold]middleware demo[/bold]: {target}, "
-                      f"{workers} workers for {args.duration:.0f}s; Prometheus metrics at {metrics_url}")
+                      f"{workers} workers for {f'{args.duration:.0f}s' if args.duration > 0 else 'ever'}; "
+                      f"Prometheus metrics at {metrics_url}")
         if telemetry.otlp_endpoint:
             console.print(f"traces exported over OTLP to {telemetry.otlp_endpoint}")
         if sim is not None:
@@ -281,26 +294,35 @@ def main(argv: Sequence[str] | None = None) -> int:
                    for i in range(workers)]
         for t in threads:
             t.start()
-        burst_at = started + args.duration * 0.4
-        burst_done = False
+        forever = args.duration <= 0
+        # One burst at 40% of the run; running forever (a long-lived stack), one a minute.
+        burst_every = 60.0 if forever else float("inf")
+        next_burst = started + (20.0 if forever else args.duration * 0.4)
 
         def tick() -> None:
-            nonlocal burst_done
-            if not burst_done and time.monotonic() >= burst_at:
-                burst_done = True
+            nonlocal next_burst
+            if time.monotonic() >= next_burst:
+                next_burst = time.monotonic() + burst_every
                 threading.Thread(target=_burst, args=(client, model, tally, 30 if not live else 5),
                                  daemon=True).start()
 
-        if args.no_progress:
-            while time.monotonic() - started < args.duration:
-                tick()
-                time.sleep(0.25)
-        else:
-            with Live(_status_table(tally, started, metrics_url), console=console, refresh_per_second=4) as view:
-                while time.monotonic() - started < args.duration:
+        def running() -> bool:
+            return bool(forever or time.monotonic() - started < args.duration)
+
+        _stop_on_sigterm()
+        try:
+            if args.no_progress:
+                while running():
                     tick()
                     time.sleep(0.25)
-                    view.update(_status_table(tally, started, metrics_url))
+            else:
+                with Live(_status_table(tally, started, metrics_url), console=console, refresh_per_second=4) as view:
+                    while running():
+                        tick()
+                        time.sleep(0.25)
+                        view.update(_status_table(tally, started, metrics_url))
+        except KeyboardInterrupt:
+            console.print("interrupted: stopping the workload")
         stop.set()
         for t in threads:
             t.join(timeout=120)
