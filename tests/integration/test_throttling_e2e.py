@@ -157,7 +157,8 @@ def test_four_protected_clients_share_redis_with_zero_429s(redis_url: str, limit
     worst_r, worst_t = _max_excess(_charges(results))
     assert worst_r <= 0.5 and worst_t <= 0.02 * TPW, (worst_r, worst_t)  # client send times: a little jitter
     charged = stats["tokens_charged"]
-    bound = max((charged - TPW) / (TPW / WINDOW), (stats["admitted"] - RPW) / (RPW / WINDOW))
+    # the lower bound with buckets that start full, less the capacity the margin holds back on purpose
+    bound = max((charged - TPW) / (TPW / WINDOW), (stats["admitted"] - RPW) / (RPW / WINDOW)) + MARGIN
     assert bound / wall > 0.85, (bound, wall)  # the budget is used, not just respected
 
 
