@@ -273,10 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             sim = _start_simulator(args)
             raw = openai.OpenAI(api_key="sk-demo-not-a-real-key", base_url=sim.base_url)
             model, scale, workers = SIM_MODEL, 1.0, args.workers
-            # The limits themselves are not configured: the middleware learns them from the headers.
-            # Only the window length is given (the simulator's is shortened from OpenAI's minute).
+            # Nothing about the limits is configured: the middleware learns them, and the simulator's
+            # shortened window, from the x-ratelimit-* headers within a few calls.
             env = Config.from_env()  # MIDDLEWARE_REDIS_URL etc. still apply
-            config = env.with_(limits=replace(env.limits, max_wait_seconds=120.0, window_seconds=args.window),
+            config = env.with_(limits=replace(env.limits, max_wait_seconds=120.0),
                                retry=replace(env.retry, max_attempts=6))
         client = protect(raw, config)
         target = "real API" if sim is None else f"simulator at {sim.base_url}"
