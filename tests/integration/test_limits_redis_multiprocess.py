@@ -48,7 +48,7 @@ def _worker(url: str, prefix: str, ready: Any, seconds: float, out: Any) -> None
         except Exception as exc:
             errors.append(repr(exc))
     limiter.close()
-    out.put({"admitted": admitted, "errors": errors, "fallbacks": events.fallbacks})
+    out.put({"admitted": admitted, "errors": errors, "fallbacks": events.fallbacks, "started": start_at})
 
 
 def _run(url: str, seconds: float, during: Any = None) -> tuple[float, list[dict[str, Any]]]:
@@ -71,10 +71,13 @@ def _run(url: str, seconds: float, during: Any = None) -> tuple[float, list[dict
 
 @pytest.mark.slow
 def test_four_processes_never_exceed_the_shared_budget(redis_url: str) -> None:
-    start_at, results = _run(redis_url, 3.0)
+    _, results = _run(redis_url, 3.0)
     assert all(not r["errors"] for r in results), [r["errors"][:3] for r in results]
     events = sorted(e for r in results for e in r["admitted"])
     assert {e[2] for e in events} == {"redis"}
+    # measured from the first worker's own start: the parent's clock reading after the barrier may come
+    # later than the first reservations (that skew once made a correct run look like one too many)
+    start_at = min(r["started"] for r in results)
     span = events[-1][0] - start_at
     assert len(events) <= RPW + RPW * span / WINDOW + 1e-9
     assert sum(e[1] for e in events) <= TPW + TPW * span / WINDOW
