@@ -58,10 +58,6 @@ def _server(client: Any) -> tuple[str | None, int | None]:
         return None, None
 
 
-def _finish_non_stream(pipeline: Pipeline, ctx: CallContext, result: Any) -> None:
-    pipeline.complete(ctx, result)
-
-
 class _ProtectedSync(OpenAI):
     """Mixin body for protected sync clients (see ``protect``)."""
 
@@ -101,7 +97,7 @@ class _ProtectedSync(OpenAI):
         if forced is not None:
             return collect(result, cast_to)
         if not stream:
-            _finish_non_stream(pipeline, ctx, result)
+            pipeline.complete(ctx, result)
         return result
 
     def _process_response(self, **kwargs: Any) -> Any:  # type: ignore[override]
@@ -158,7 +154,7 @@ class _ProtectedAsync(AsyncOpenAI):
         if forced is not None:
             return await acollect(result, cast_to)
         if not stream:
-            _finish_non_stream(pipeline, ctx, result)
+            pipeline.complete(ctx, result)
         return result
 
     async def _process_response(self, **kwargs: Any) -> Any:  # type: ignore[override]

@@ -19,13 +19,13 @@ from typing import Any
 
 from .config import Config
 from .context import OPERATION_FOR_ROUTE, CallContext
-from .errors import AttemptRecord, MiddlewareError, RequestTooLarge, ThrottleTimeout, attach_history
+from .errors import MiddlewareError, RequestTooLarge, ThrottleTimeout, attach_history
 from .limits import Limiter, LimiterKey, Reservation
 from .retry import RetryController
 from .streaming.services import StreamingServices
 from .telemetry import names as n
 from .telemetry.recorder import Recorder
-from .tokens import OutputPredictor, TokenEstimator
+from .tokens import OutputPredictor, TokenEstimator, max_output_tokens
 
 # The call whose attempt is being sent right now (read by the protected client's response hook).
 CURRENT_CALL: ContextVar[CallContext | None] = ContextVar("middleware_current_call", default=None)
@@ -140,8 +140,6 @@ class Pipeline:
         est_max = None
         predicted = None
         try:
-            from .tokens import max_output_tokens
-
             est_max = max_output_tokens(ctx.operation, ctx.body)
             predicted = self.predictor.predict(ctx.model, ctx.operation, est_max)
         except Exception as exc:
@@ -354,11 +352,3 @@ class Pipeline:
         if ctx.reservation is not None and not ctx.settled:
             ctx.settled = True  # the reservation stays charged: the upstream may have counted it
         self.recorder.end_call(ctx, error)
-
-
-def history_summary(history: list[AttemptRecord]) -> str:
-    """One line per attempt, for logs and the demo."""
-    return "; ".join(f"#{a.attempt} {a.outcome} {a.reason} {a.delay_seconds:.2f}s" for a in history)
-
-
-STREAM_END_STATES = (n.STREAM_END_COMPLETED, n.STREAM_END_ERROR, n.STREAM_END_CLOSED, n.STREAM_END_ABANDONED)
