@@ -33,6 +33,8 @@ class StreamConfig:
     checkpoint_redis_url: str | None = None
     checkpoint_every_chunks: int = 200
     checkpoint_ttl_seconds: float = 24 * 3600.0
+    checkpoint_replay_headers: tuple[str, ...] = ("openai-beta", "openai-organization", "openai-project")
+    """Request headers a checkpoint stores to replay (an allow-list; never put credentials here)."""
     force_background: bool = False
     """Send streaming Responses calls with ``background: true`` so that a broken stream can be resumed."""
     on_progress: Callable[[Any], None] | None = None

@@ -1,4 +1,4 @@
-"""CallContext: everything one protected call carries through the pipeline's stages."""
+"""CallContext: everything one protected call carries from stage to stage (passed explicitly)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,14 @@ from opentelemetry.trace import Span
 
 from .errors import AttemptRecord
 
-OPERATION_FOR_ROUTE: dict[str, str] = {
-    "/chat/completions": "chat",
-    "/responses": "responses",
-    "/embeddings": "embeddings",
-}
-
 
 @dataclass(eq=False)
 class CallContext:
-    """State of one protected call: model, endpoint, params, its span and its reservation."""
+    """State of one protected call: model, endpoint, params, its span, its request and its reservation.
+
+    A resumed request of a broken stream gets a *child* context (``parent`` set): it shares the
+    call's span and model but has its own request, estimate, reservation and attempt history.
+    """
 
     operation: str
     route: str
@@ -29,8 +27,13 @@ class CallContext:
     stream: bool
     span: Span
     started: float = field(default_factory=time.monotonic)
+    request: Any = None
+    """The ``middleware.sdk.SdkRequest`` being sent (the forced-stream one once forced)."""
+    options: Any = None
+    """The SDK request options every attempt sends (SDK retries off, stream options, idle timeout)."""
     forced_stream: bool = False
     limiter_key: Any = None
+    reserve_tokens: int = 0
     reservation: Any = None
     estimate: Any = None
     history: list[AttemptRecord] = field(default_factory=list)
@@ -45,17 +48,28 @@ class CallContext:
     first_chunk_at: float | None = None
     chunks: int = 0
     chunk_events: int = 0
-    status_code: int | None = None
-    headers: Any = None
-    pipeline: Any = None
     include_usage_requested: bool = True
     output_text: str | None = None
-    resumption_of: Any = None
-    """Set on the child context of a resumed request: the call it belongs to."""
     background: bool = False
     """A Responses stream sent with ``background: true`` (resumable by sequence number)."""
+    observer: Any = None
+    """The stream observer of a streamed call (set before the stream arrives)."""
+    seed: Any = None
+    """A checkpoint this call continues (``middleware.streaming.recover``)."""
+    progress_callback: Any = None
+    parent: CallContext | None = None
+    """Set on the context of a resumed request: the call it belongs to."""
 
     @property
     def elapsed(self) -> float:
         """Seconds since the call started."""
         return time.monotonic() - self.started
+
+    def child(self, request: Any) -> CallContext:
+        """A context for one resumed request of this call: same span and model, its own request and reservation."""
+        return CallContext(
+            operation=self.operation, route=request.route, model=self.model, model_label=self.model_label,
+            body=request.body, stream=True, span=self.span, started=self.started, request=request,
+            limiter_key=self.limiter_key, trace_id=self.trace_id, background=self.background,
+            include_usage_requested=self.include_usage_requested, parent=self,
+        )

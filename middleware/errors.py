@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import openai
+
 
 class MiddlewareError(Exception):
     """Base class of every error raised by the middleware itself."""
@@ -94,6 +96,20 @@ class StreamInterrupted(MiddlewareError):
         self.checkpoint_id = checkpoint_id
 
 
+class MalformedResponse(MiddlewareError, openai.APIError):
+    """The upstream answered with a body that cannot be parsed (cut short, or not the JSON it announced).
+
+    An ``openai.APIError``, so existing ``except openai.APIError`` clauses catch it; it carries the
+    status, the upstream request id and the first characters of the body. Retried like a server error.
+    """
+
+    def __init__(self, message: str, *, request: Any, status_code: int, request_id: str | None, excerpt: str) -> None:
+        openai.APIError.__init__(self, message, request, body=None)
+        self.status_code = status_code
+        self.request_id = request_id
+        self.excerpt = excerpt
+
+
 class FileOperationError(MiddlewareError):
     """A file could not be read, chunked or written safely; ``reason`` is a closed code."""
 
@@ -117,7 +133,11 @@ def attach_history(exc: BaseException, history: list[AttemptRecord]) -> None:
         if history:
             summary = ", ".join(f"#{a.attempt} {a.outcome}:{a.reason}" + (
                 f" (+{a.delay_seconds:.2f}s)" if a.delay_seconds else "") for a in history)
-            exc.add_note(f"middleware attempts: {summary}")
+            note = f"middleware attempts: {summary}"
+            if hasattr(exc, "add_note"):
+                exc.add_note(note)
+            else:  # Python 3.10: the attribute add_note() would fill
+                exc.__notes__ = [*getattr(exc, "__notes__", []), note]
     except Exception:  # an exception type that refuses attributes: the history is best effort
         pass
 

@@ -1,8 +1,17 @@
-"""The stage sequence of one protected call: estimate, admit, attempt loop, (stream), settle.
+"""The stage sequence of one protected call, owned from its begin to its settlement.
 
-The decisions are written once, as a generator that yields *effects* (reserve capacity, send an
-attempt, sleep); a sync driver and an async driver carry the effects out. So sync and async calls
-share one implementation of every decision; only the waiting and the I/O differ.
+``call_sync`` / ``call_async`` take one :class:`~middleware.sdk.SdkRequest` from the protected
+client's funnel and walk it through the stages, passing the :class:`CallContext` explicitly:
+
+    open      the span; forced streaming; the attempt options; the estimate; the limiter key
+    flow      the attempt loop: breaker, admission (Reserve), the attempt (Send), backoff (Sleep)
+    deliver   a plain result is settled and the call ends; a stream carries the call until it ends
+    settle    the reservation against the reported usage (one rule, :meth:`Pipeline.charge`)
+
+The decisions of the attempt loop are written once, as a generator that yields *effects*; a sync
+and an async driver carry them out. The stages around it are plain functions shared by both. A
+stream's observer (``streaming/observer.py``) reports chunks and asks the pipeline to resume a
+broken stream (:meth:`resume_sync` / :meth:`resume_async`) and to settle it at its end.
 """
 
 from __future__ import annotations
@@ -12,40 +21,43 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping
-from contextvars import ContextVar
+import weakref
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .config import Config
-from .context import OPERATION_FOR_ROUTE, CallContext
+from .context import CallContext
 from .errors import MiddlewareError, RequestTooLarge, ThrottleTimeout, attach_history
 from .limits import Limiter, LimiterKey, Reservation
 from .retry import RetryController
+from .sdk import SdkRequest, Sent, compat, read_json_body
+from .streaming.forced import force_reason
+from .streaming.observer import ResumePlan, Seed, StreamObserver
+from .streaming.progress import PROGRESS_CALLBACK
+from .streaming.request import acollect, attempt_changes, collect, forced_body
 from .streaming.services import StreamingServices
 from .telemetry import names as n
 from .telemetry.recorder import Recorder
-from .tokens import OutputPredictor, TokenEstimator, max_output_tokens
-
-# The call whose attempt is being sent right now (read by the protected client's response hook).
-CURRENT_CALL: ContextVar[CallContext | None] = ContextVar("middleware_current_call", default=None)
+from .tokens import Estimate, OutputPredictor, TokenEstimator, max_output_tokens
+from .tokens.text import fallback_count
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Send:
     """Effect: send one attempt with these options."""
 
     options: Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sleep:
     """Effect: wait this long (backoff, or an open circuit)."""
 
     seconds: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reserve:
     """Effect: reserve limiter capacity (may wait)."""
 
@@ -54,17 +66,7 @@ class Reserve:
 
 
 Effect = Send | Sleep | Reserve
-Flow = Generator[Effect, Any, Any]
-
-
-def route_of(options: Any) -> str | None:
-    """The routed endpoint of a request ("/chat/completions", "/responses", "/embeddings"), else None."""
-    if getattr(options, "method", "").lower() != "post":
-        return None
-    url = getattr(options, "url", "")
-    if not isinstance(url, str):
-        return None
-    return url if url in OPERATION_FOR_ROUTE else None
+Flow = Generator[Effect, Any, Sent]
 
 
 def usage_of(result: Any) -> tuple[int | None, int | None]:
@@ -78,7 +80,7 @@ def usage_of(result: Any) -> tuple[int | None, int | None]:
     out = getattr(usage, "completion_tokens", None)
     if out is None:
         out = getattr(usage, "output_tokens", None)
-    return inp, out
+    return (inp if isinstance(inp, int) else None), (out if isinstance(out, int) else None)
 
 
 def usage_from_json(data: Mapping[str, Any]) -> tuple[int | None, int | None]:
@@ -92,7 +94,7 @@ def usage_from_json(data: Mapping[str, Any]) -> tuple[int | None, int | None]:
 
 
 class Pipeline:
-    """Runs one call through estimate, admit, attempt loop and settle, reporting to one Recorder."""
+    """Runs calls through estimate, admit, the attempt loop, the stream and settle, reporting to one Recorder."""
 
     def __init__(
         self,
@@ -113,49 +115,130 @@ class Pipeline:
         self._key_prefix_cache: dict[str, str] = {}
         self.streaming = StreamingServices(config.streaming, recorder)
 
+    # ------------------------------------------------------------------ the call, sync and async
+    def call_sync(self, request: SdkRequest, *, seed: Seed | None = None) -> Any:
+        """Run one call to the result the caller receives (sync)."""
+        ctx = self.open(request, seed)
+        try:
+            sent = self._drive_sync(ctx, self.flow(ctx))
+        except BaseException as exc:
+            self.fail(ctx, exc)
+            raise
+        result = self.deliver(ctx, sent)
+        return collect(result, request.cast_to) if ctx.forced_stream else result
+
+    async def call_async(self, request: SdkRequest, *, seed: Seed | None = None) -> Any:
+        """Run one call to the result the caller receives (async)."""
+        ctx = self.open(request, seed)
+        try:
+            sent = await self._drive_async(ctx, self.flow(ctx))
+        except BaseException as exc:
+            self.fail(ctx, exc)
+            raise
+        result = self.deliver(ctx, sent)
+        return await acollect(result, request.cast_to) if ctx.forced_stream else result
+
+    def resume_sync(self, ctx: CallContext, plan: ResumePlan) -> Any:
+        """Send the resumed request of a broken stream through admission and the retry loop (sync)."""
+        child = self._resumption(ctx, plan)
+        return self._drive_sync(child, self.flow(child)).result
+
+    async def resume_async(self, ctx: CallContext, plan: ResumePlan) -> Any:
+        """Async twin of :meth:`resume_sync`."""
+        child = self._resumption(ctx, plan)
+        return (await self._drive_async(child, self.flow(child))).result
+
     # ------------------------------------------------------------------ stages
+    def open(self, request: SdkRequest, seed: Seed | None = None) -> CallContext:
+        """Begin the call: its span and context, forced streaming, attempt options, estimate, limiter key."""
+        body = request.body or (seed.body if seed is not None else {})
+        model = body.get("model")
+        model_name = model if isinstance(model, str) and model else "unknown"
+        host, port = request.server
+        ctx = self.recorder.start_call(request.operation, request.route, model_name, body, stream=request.stream,
+                                       server_address=host, server_port=port)
+        ctx.request = request
+        ctx.seed = seed
+        try:
+            if request.can_force_stream():
+                reason = force_reason(self.streaming.config, self.streaming.adaptive, ctx.model, body)
+                if reason is not None:
+                    new_body = forced_body(body)
+                    request = ctx.request = request.as_forced_stream(new_body)
+                    ctx.body, ctx.stream, ctx.forced_stream = new_body, True, True
+                    self.recorder.forced_stream(ctx, reason)
+            ctx.options = self._attempt_options(ctx, request)
+            ctx.limiter_key = self.limiter_key(request.api_key, ctx.model)
+            ctx.reserve_tokens = self.estimate(ctx)
+            if ctx.stream and request.observe:
+                ctx.progress_callback = PROGRESS_CALLBACK.get() or self.streaming.config.on_progress
+                ctx.observer = StreamObserver(self, ctx)
+        except BaseException as exc:
+            self.fail(ctx, exc)
+            raise
+        return ctx
+
+    def _attempt_options(self, ctx: CallContext, request: SdkRequest) -> Any:
+        """The options every attempt sends: SDK retries off; streams get usage, background and the idle timeout."""
+        if not ctx.stream:
+            return request.with_options()
+        body, idle = attempt_changes(self.streaming.config, ctx, request)
+        return request.with_options(body=body, idle_timeout=idle)
+
     def limiter_key(self, api_key: str, model: str) -> LimiterKey:
         """A hash of the API key plus the model (or '*' when one budget is shared across models)."""
         prefix = self._key_prefix_cache.get(api_key)
         if prefix is None:
             prefix = hashlib.sha256(api_key.encode()).hexdigest()[:12]
-            self._key_prefix_cache[api_key] = prefix
+            if len(self._key_prefix_cache) < 64:
+                self._key_prefix_cache[api_key] = prefix
         scope = "*" if self.config.limiter_scope == "shared" else model
         return LimiterKey(id=f"{prefix}:{scope}", model=model)
 
-    def begin(self, route: str, body: dict[str, Any], *, server: tuple[str | None, int | None]) -> CallContext:
-        """Open the call: its span and context."""
-        operation = OPERATION_FOR_ROUTE[route]
-        model = body.get("model")
-        model_name = model if isinstance(model, str) and model else "unknown"
-        stream = body.get("stream") is True
-        ctx = self.recorder.start_call(
-            operation, route, model_name, body, stream=stream, server_address=server[0], server_port=server[1]
-        )
-        ctx.pipeline = self
-        return ctx
-
-    def estimate(self, ctx: CallContext) -> int:
-        """Estimate the call's tokens; return what to reserve."""
-        est_max = None
-        predicted = None
+    def estimate(self, ctx: CallContext, *, record: bool = True) -> int:
+        """Estimate the call's tokens; return what to reserve (:meth:`reserve_for`)."""
+        est_max: int | None = None
+        predicted: int | None = None
+        body = ctx.body
         try:
-            est_max = max_output_tokens(ctx.operation, ctx.body)
+            est_max = max_output_tokens(ctx.operation, body)
             predicted = self.predictor.predict(ctx.model, ctx.operation, est_max)
         except Exception as exc:
             self.recorder.telemetry_error("predict", exc)
-        est = self.estimator.estimate(ctx.operation, ctx.model, ctx.body, predicted_output=predicted)
-        self.recorder.estimate(ctx, est)
+        try:
+            est = self.estimator.estimate(ctx.operation, ctx.model, body, predicted_output=predicted)
+        except Exception as exc:  # a body the estimator cannot read: estimate its bytes, let the API judge it
+            self.recorder.telemetry_error("estimate", exc)
+            est = Estimate(_fallback_prompt_tokens(body), est_max, predicted, "fallback", "bytes")
         ctx.estimate = est
+        if record:
+            self.recorder.estimate(ctx, est)
+        return self.reserve_for(est)
+
+    # The one settle rule: what a call reserves, and what it is charged once usage is known.
+    def reserve_for(self, est: Estimate | None) -> int:
+        """Tokens to reserve: the prompt estimate plus the reserved output."""
+        if est is None:
+            return 0
         return est.prompt_tokens + self._reserved_output(est)
 
-    def _reserved_output(self, est: Any) -> int:
+    def charge(self, est: Estimate | None, input_tokens: int, output_tokens: int) -> int:
+        """Tokens charged once usage is known: reported input plus output, where ``reserve_output="max"``
+        keeps the reserved output charged (OpenAI counts ``max_tokens`` at admission and does not refund it)."""
+        reserved_output = self._reserved_output(est) if est is not None else 0
+        if self.config.reserve_output == "max":
+            return input_tokens + max(output_tokens, reserved_output)
+        return input_tokens + output_tokens
+
+    def _reserved_output(self, est: Estimate) -> int:
         if self.config.reserve_output == "predicted" and est.predicted_output_tokens is not None:
             return int(est.predicted_output_tokens)
         return int(est.max_output_tokens or 0)
 
-    def flow(self, ctx: CallContext, key: LimiterKey, tokens: int, options: Any) -> Flow:
-        """The attempt loop as a generator of effects; returns the successful attempt's result."""
+    def flow(self, ctx: CallContext) -> Flow:
+        """The attempt loop as a generator of effects; returns the successful attempt."""
+        key: LimiterKey = ctx.limiter_key
+        tokens = ctx.reserve_tokens
         state = self.retry.start(key.id, ctx.route, ctx.model)
         ctx.history = state.history
         attempt = 0
@@ -183,12 +266,9 @@ class Pipeline:
                 wait_seconds=reservation.wait_seconds, tokens=tokens,
             )
             span = self.recorder.start_attempt(ctx, attempt)
-            ctx.headers = None
-            token = CURRENT_CALL.set(ctx)
             try:
-                result = yield Send(options)
+                sent: Sent = yield Send(ctx.options)
             except Exception as exc:
-                CURRENT_CALL.reset(token)
                 decision = state.on_failure(exc)
                 failure = decision.failure
                 self.recorder.end_attempt(
@@ -210,24 +290,17 @@ class Pipeline:
             except BaseException:  # CancelledError, KeyboardInterrupt, flow closed: no verdict, free the probe slot
                 state.on_cancel()
                 self.recorder.end_attempt(ctx, span, outcome="terminal", reason="cancelled")
-                with contextlib.suppress(ValueError):  # closed from another context (garbage collection)
-                    CURRENT_CALL.reset(token)
                 raise
-            CURRENT_CALL.reset(token)
             state.on_success()
-            headers = getattr(ctx, "headers", None)
-            request_id = headers.get("x-request-id") if headers is not None else None
-            self.recorder.end_attempt(ctx, span, outcome="success", reason="ok", status=ctx.status_code,
-                                      request_id=request_id)
-            if headers is not None:
-                self.limiter.learn(key, headers)
-            return result
+            self.recorder.end_attempt(ctx, span, outcome="success", reason="ok", status=sent.status_code,
+                                      request_id=sent.request_id)
+            self.limiter.learn(key, sent.headers)
+            return sent
 
     def _after_failure(
         self, ctx: CallContext, key: LimiterKey, reservation: Reservation, exc: BaseException, failure: Any
     ) -> None:
-        response = getattr(exc, "response", None)
-        headers = getattr(response, "headers", None)
+        headers = compat.headers_of(exc)
         if failure.reason == "rate_limit":
             resource = failure.rate_limit_resource
             self.recorder.rate_limited_response(ctx, resource or "unknown")
@@ -238,76 +311,115 @@ class Pipeline:
         elif headers is not None:
             self.limiter.learn(key, headers)
 
-    def complete(self, ctx: CallContext, result: Any, error: BaseException | None = None) -> None:
-        """Settle the reservation against reported usage, teach the predictor, end the call (once)."""
+    def deliver(self, ctx: CallContext, sent: Sent) -> Any:
+        """What the caller receives: a plain result ends the call now; a stream carries the call to its end."""
+        result = sent.result
+        if not ctx.stream:
+            self.complete(ctx, result, sent.raw)
+            return result
+        observer = ctx.observer
+        if observer is not None and observer.claimed:
+            return result
+        if observer is not None and ctx.request.wants_raw_response:
+            # The caller holds the raw response and builds the stream from it later (``parse()``); if it
+            # never does, the call ends as abandoned when the response is collected.
+            weakref.finalize(sent.raw, observer.abandon_unclaimed)
+            return result
+        # A stream class that cannot be observed (a caller's own, not a Stream): the call ends with its headers.
+        self.complete(ctx, None)
+        return result
+
+    def complete(self, ctx: CallContext, result: Any, raw: Any = None) -> None:
+        """Read the usage of a finished non-streamed call, settle it and end it (once)."""
         if ctx.ended:
             return
-        if result is not None and error is None:
-            self._read_result(ctx, result)
+        if result is not None:
+            self._read_result(ctx, result, raw)
         self.settle(ctx)
-        self.recorder.end_call(ctx, error)
+        self.recorder.end_call(ctx)
 
-    def settle(self, ctx: CallContext) -> None:
-        """Settle the limiter reservation and feed the output predictor (once per call)."""
-        if ctx.settled or ctx.reservation is None:
+    def settle(self, ctx: CallContext, resumed: Sequence[CallContext] = ()) -> None:
+        """Settle a call's reservations once: the last request's against the reported usage, with
+        :meth:`charge`; the reservations of requests that broke stay charged (the upstream counted them);
+        without reported usage the reservation stands as charged."""
+        if ctx.settled:
             return
         ctx.settled = True
-        est = ctx.estimate
+        for child in resumed:
+            child.settled = True
+        last = resumed[-1] if resumed else ctx
+        if last.reservation is None or ctx.input_tokens is None:
+            return
         try:
-            if ctx.input_tokens is None:
-                return  # no usage reported: the reservation stands as charged
-            reserved_output = self._reserved_output(est) if est is not None else 0
-            output = ctx.output_tokens or 0
-            charged_output = max(output, reserved_output) if self.config.reserve_output == "max" else output
-            actual = ctx.input_tokens + charged_output
-            self.limiter.settle(ctx.reservation, actual)
+            actual = self.charge(last.estimate, ctx.input_tokens, ctx.output_tokens or 0)
+            self.limiter.settle(last.reservation, actual)
             self.recorder.settled(ctx, actual)
-            if ctx.output_tokens is not None and ctx.operation != "embeddings":
-                max_out = est.max_output_tokens if est is not None else None
-                self.predictor.observe(ctx.model, ctx.operation, max_out, ctx.output_tokens)
+            if not resumed and ctx.output_tokens is not None and ctx.operation != "embeddings":
+                est = ctx.estimate
+                self.predictor.observe(ctx.model, ctx.operation, est.max_output_tokens if est else None,
+                                       ctx.output_tokens)
         except Exception as exc:
             self.recorder.telemetry_error("settle", exc)
 
-    def _read_result(self, ctx: CallContext, result: Any) -> None:
+    def _read_result(self, ctx: CallContext, result: Any, raw: Any) -> None:
         inp, out = usage_of(result)
         if inp is None and out is None:
-            http = getattr(result, "http_response", None)
-            if http is not None and getattr(http, "is_stream_consumed", True) and not ctx.stream:
-                try:
-                    data = json.loads(http.content)
-                    if isinstance(data, Mapping):
-                        inp, out = usage_from_json(data)
-                        ctx.response_model = data.get("model") if isinstance(data.get("model"), str) else None
-                        ctx.response_id = data.get("id") if isinstance(data.get("id"), str) else None
-                except Exception:
-                    pass
+            data = read_json_body(raw) if raw is not None else None
+            if data is not None:  # a raw-response path: the parsed object is the caller's to build
+                inp, out = usage_from_json(data)
+                model, rid = data.get("model"), data.get("id")
+                ctx.response_model = model if isinstance(model, str) else None
+                ctx.response_id = rid if isinstance(rid, str) else None
         else:
             model = getattr(result, "model", None)
             ctx.response_model = model if isinstance(model, str) else None
             rid = getattr(result, "id", None)
             ctx.response_id = rid if isinstance(rid, str) else None
             choices = getattr(result, "choices", None)
-            if choices:
+            if isinstance(choices, list) and choices:
                 ctx.finish_reasons = [str(c.finish_reason) for c in choices if getattr(c, "finish_reason", None)]
         ctx.input_tokens = inp
         ctx.output_tokens = out
 
+    def fail(self, ctx: CallContext, error: BaseException) -> None:
+        """End a call that failed before or during its attempts (its reservation stays charged)."""
+        if isinstance(error, MiddlewareError) and not getattr(error, "middleware_attempts", None):
+            attach_history(error, ctx.history)
+        ctx.settled = True
+        self.recorder.end_call(ctx, error)
+
+    def _resumption(self, ctx: CallContext, plan: ResumePlan) -> CallContext:
+        """The child context of a resumed request: same span and limiter key, its own estimate and reservation."""
+        if plan.kind == "chat" and plan.body is not None:
+            request = ctx.request.continuation(plan.body)
+        elif plan.response_id is not None and plan.starting_after is not None:
+            request = ctx.request.responses_resume(plan.response_id, plan.starting_after)
+        else:
+            raise MiddlewareError(f"cannot resume a {plan.kind} stream without a body or a cursor")
+        child = ctx.child(request)
+        _, idle = attempt_changes(self.streaming.config, child, request)
+        child.options = request.with_options(idle_timeout=idle)
+        child.reserve_tokens = self.estimate(child, record=False)
+        if ctx.observer is not None:
+            ctx.observer.adopt(child)
+        return child
+
     # ------------------------------------------------------------------ drivers
-    def run_sync(self, ctx: CallContext, key: LimiterKey, tokens: int, options: Any,
-                 send: Callable[[Any], Any]) -> Any:
-        """Drive the flow with blocking waits and I/O."""
-        gen = self.flow(ctx, key, tokens, options)
+    def _drive_sync(self, ctx: CallContext, gen: Flow) -> Sent:
+        """Carry out the flow's effects with blocking waits and I/O."""
         value: Any = None
         error: BaseException | None = None
+        request: SdkRequest = ctx.request
         while True:
             try:
                 effect = gen.throw(error) if error is not None else gen.send(value)
             except StopIteration as stop:
-                return stop.value
+                sent: Sent = stop.value
+                return sent
             error = None
             try:
                 if isinstance(effect, Send):
-                    value = send(effect.options)
+                    value = request.send(effect.options, ctx.observer)
                 elif isinstance(effect, Reserve):
                     value = self.limiter.reserve(effect.key, effect.tokens)
                 else:
@@ -319,21 +431,21 @@ class Pipeline:
                 gen.close()
                 raise
 
-    async def run_async(self, ctx: CallContext, key: LimiterKey, tokens: int, options: Any,
-                        send: Callable[[Any], Awaitable[Any]]) -> Any:
-        """Drive the flow with asyncio waits and I/O."""
-        gen = self.flow(ctx, key, tokens, options)
+    async def _drive_async(self, ctx: CallContext, gen: Flow) -> Sent:
+        """Carry out the flow's effects with asyncio waits and I/O."""
         value: Any = None
         error: BaseException | None = None
+        request: SdkRequest = ctx.request
         while True:
             try:
                 effect = gen.throw(error) if error is not None else gen.send(value)
             except StopIteration as stop:
-                return stop.value
+                sent: Sent = stop.value
+                return sent
             error = None
             try:
                 if isinstance(effect, Send):
-                    value = await send(effect.options)
+                    value = await request.asend(effect.options, ctx.observer)
                 elif isinstance(effect, Reserve):
                     value = await self.limiter.reserve_async(effect.key, effect.tokens)
                 else:
@@ -342,13 +454,15 @@ class Pipeline:
             except Exception as exc:
                 error = exc
             except BaseException:  # asyncio.CancelledError...: let the flow release what the attempt holds
-                gen.close()
+                with contextlib.suppress(Exception):
+                    gen.close()
                 raise
 
-    def fail(self, ctx: CallContext, error: BaseException) -> None:
-        """End a call that failed before or during its attempts."""
-        if isinstance(error, MiddlewareError) and not getattr(error, "middleware_attempts", None):
-            attach_history(error, ctx.history)
-        if ctx.reservation is not None and not ctx.settled:
-            ctx.settled = True  # the reservation stays charged: the upstream may have counted it
-        self.recorder.end_call(ctx, error)
+
+def _fallback_prompt_tokens(body: Mapping[str, Any]) -> int:
+    """The documented byte-length estimate of a whole body (for bodies the estimator cannot read)."""
+    try:
+        text = json.dumps(body, default=str)
+    except Exception:  # circular or hostile structures: the repr is still bounded by the body's size
+        text = repr(body)
+    return fallback_count(text)

@@ -6,8 +6,9 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-import httpx2
+from ..sdk import compat
 
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ns": 1e-9}
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
@@ -111,8 +112,9 @@ def _rate_limit_values(headers: Mapping[str, str]) -> dict[str, object]:
     The SDK's headers hand out lower-cased names in one pass (``multi_items``; each ``get`` would
     scan them all); plain mappings may spell names in any case and are lower-cased here.
     """
-    if isinstance(headers, httpx2.Headers):
-        return {k: v for k, v in headers.multi_items() if k.startswith(_PREFIX)}
+    if compat.is_sdk_headers(headers):
+        sdk_headers: Any = headers
+        return {k: v for k, v in sdk_headers.multi_items() if k.startswith(_PREFIX)}
     return {k.lower(): v for k, v in headers.items() if isinstance(k, str) and k.lower().startswith(_PREFIX)}
 
 

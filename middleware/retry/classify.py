@@ -7,16 +7,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx2
 import openai
 
-from middleware.errors import MiddlewareError, StreamInterrupted
+from middleware.errors import MalformedResponse, MiddlewareError, StreamInterrupted
+from middleware.sdk import compat
 
 from .retry_after import parse_retry_after
 
 RETRYABLE_REASONS: frozenset[str] = frozenset({
     "rate_limit", "server_error", "timeout", "connection", "conflict", "request_timeout",
-    "should_retry_header", "stream_broken",
+    "should_retry_header", "stream_broken", "malformed_response",
 })
 CANCELLED = "cancelled"  # the caller cancelled the attempt (CancelledError, KeyboardInterrupt): no verdict
 TERMINAL_REASONS: frozenset[str] = frozenset({
@@ -31,7 +31,8 @@ NEVER_RETRY: frozenset[str] = frozenset({"insufficient_quota", "billing", "reque
 OPT_IN_REASONS: frozenset[str] = frozenset({"bad_request", "auth", "permission", "not_found", "unprocessable",
                                             "content_policy"})
 # Failures of the upstream itself: the ones a circuit breaker counts.
-UPSTREAM_FAILURES: frozenset[str] = frozenset({"server_error", "timeout", "connection", "stream_broken"})
+UPSTREAM_FAILURES: frozenset[str] = frozenset({"server_error", "timeout", "connection", "stream_broken",
+                                               "malformed_response"})
 
 _BILLING_CODES = frozenset({"billing_hard_limit_reached", "billing_not_active", "access_terminated",
                             "account_deactivated"})
@@ -66,12 +67,14 @@ def classify(exc: BaseException) -> FailureClass:
     response = _response_of(exc)
     if response is not None:
         return _classify_response(exc, response, name)
-    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException | TimeoutError):
+    if isinstance(exc, compat.timeout_errors()):
         return FailureClass(True, "timeout", error_type=name)
-    if isinstance(exc, openai.APIConnectionError | httpx2.ConnectError | httpx2.CloseError | ConnectionError):
+    if isinstance(exc, compat.connection_errors()):
         return FailureClass(True, "connection", error_type=name)
-    if isinstance(exc, httpx2.RemoteProtocolError | httpx2.ReadError | httpx2.WriteError):
+    if isinstance(exc, compat.broken_stream_errors()):
         return FailureClass(True, "stream_broken", error_type=name)
+    if isinstance(exc, MalformedResponse):
+        return FailureClass(True, "malformed_response", exc.status_code, error_type=name, request_id=exc.request_id)
     if isinstance(exc, openai.ContentFilterFinishReasonError):
         return FailureClass(False, "content_policy", error_type=name)
     if isinstance(exc, StreamInterrupted):
@@ -83,13 +86,11 @@ def classify(exc: BaseException) -> FailureClass:
     return FailureClass(False, "other", error_type=name)
 
 
-def _response_of(exc: BaseException) -> httpx2.Response | None:
-    if isinstance(exc, openai.APIStatusError | httpx2.HTTPStatusError):
-        return exc.response
-    return None
+def _response_of(exc: BaseException) -> Any | None:
+    return compat.response_of(exc)
 
 
-def _classify_response(exc: BaseException, response: httpx2.Response, name: str) -> FailureClass:
+def _classify_response(exc: BaseException, response: Any, name: str) -> FailureClass:
     status = response.status_code
     headers = response.headers
     body = exc.body if isinstance(exc, openai.APIError) else _json_body(response)
@@ -155,7 +156,7 @@ def _inner_code(body: object) -> str:
     return str(inner.get("code") or "") if isinstance(inner, Mapping) else ""
 
 
-def _json_body(response: httpx2.Response) -> object:
+def _json_body(response: Any) -> object:
     try:
         return response.json()
     except Exception:

@@ -1,7 +1,10 @@
-"""Streaming: the stream guard, forced streaming, resumption, checkpoints and progress."""
+"""Streaming: the stream observer, forced streaming, resumption, checkpoints and progress.
+
+The guarded stream classes themselves live in the SDK adapter (``middleware.sdk.streams``): they
+subclass the SDK's ``Stream`` / ``AsyncStream`` and are the only streaming code that touches it.
+"""
 
 from .checkpoint import Checkpoint, CheckpointStore, DirectoryStore, RedisStore, store_for
-from .guard import GuardedAsyncStream, GuardedStream
 from .progress import Progress, RichProgress, progress
 from .recover import Resumed, aresume, resume
 
@@ -9,8 +12,6 @@ __all__ = [
     "Checkpoint",
     "CheckpointStore",
     "DirectoryStore",
-    "GuardedAsyncStream",
-    "GuardedStream",
     "Progress",
     "RedisStore",
     "Resumed",

@@ -3,32 +3,32 @@
 Per chunk it does only cheap local work (a timestamp, counters, the partial-text buffer and two
 comparisons); metrics are flushed in batches, progress is reported on a timer and checkpoints are
 written every ``checkpoint_every_chunks`` chunks. The decisions taken when a stream breaks are
-written once here; the sync and async streams only carry out the I/O (see ``guard.py``).
+written once here; the guarded stream classes (``middleware.sdk.streams``) only carry out the I/O,
+and the pipeline sends the resumed requests (``Pipeline.resume_sync`` / ``resume_async``).
+
+The pipeline creates the observer before the stream arrives and hands it to the stream through the
+adapter; the stream *claims* it when the SDK builds it, and from then on the call ends with the stream.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from contextvars import ContextVar
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-from openai._constants import RAW_RESPONSE_HEADER
-from openai.types.chat import ChatCompletion
 
 from ..context import CallContext
 from ..errors import PartialResult, StreamInterrupted
 from ..telemetry import names as n
 from .checkpoint import Checkpoint, new_checkpoint_id
-from .progress import PROGRESS_CALLBACK, snapshot
-from .resumption import ResumeSlot, continuation_body, interruption_cause
+from .progress import snapshot
+from .resumption import continuation_body, interruption_cause
 
 if TYPE_CHECKING:
     from ..pipeline import Pipeline
 
 FLUSH_EVERY = 256
-_PRIVATE_HEADERS = ("authorization", "api-key", "openai-api-key", "cookie", "x-stainless")
 
 
 @dataclass(frozen=True)
@@ -39,9 +39,8 @@ class Seed:
     body: dict[str, Any]
     text: str
     tokens: int
-
-
-SEED: ContextVar[Seed | None] = ContextVar("middleware_stream_seed", default=None)
+    response_id: str | None = None
+    sequence_number: int | None = None
 
 
 @dataclass(frozen=True)
@@ -54,16 +53,15 @@ class ResumePlan:
     starting_after: int | None = None
 
 
-def _replay_headers(options: Any) -> dict[str, str]:
-    headers = getattr(options, "headers", None)
-    if not isinstance(headers, dict):
-        return {}
-    return {k: v for k, v in headers.items()
-            if isinstance(v, str) and not k.lower().startswith(_PRIVATE_HEADERS)}
+def replay_headers(headers: Mapping[str, str], allowed: tuple[str, ...]) -> dict[str, str]:
+    """The request headers a checkpoint may store: only those on the allow-list
+    (``StreamConfig.checkpoint_replay_headers``); the resuming client brings its own credentials."""
+    allow = {a.lower() for a in allowed}
+    return {k: v for k, v in headers.items() if isinstance(k, str) and isinstance(v, str) and k.lower() in allow}
 
 
 class StreamObserver:
-    """Per-stream state, and the single end of the call."""
+    """Per-stream state, the decisions taken when it breaks, and the single end of the call."""
 
     __slots__ = (
         "__weakref__",
@@ -86,29 +84,29 @@ class StreamObserver:
         "_store",
         "_tokens",
         "checkpoint_id",
+        "claimed",
         "ctx",
         "done",
         "on_progress",
-        "options",
         "partial",
         "pipeline",
         "services",
     )
 
-    def __init__(self, pipeline: Pipeline, ctx: CallContext, on_progress: Any = None) -> None:
+    def __init__(self, pipeline: Pipeline, ctx: CallContext) -> None:
         self.pipeline = pipeline
         self.ctx = ctx
         self.services = services = pipeline.streaming
         cfg = services.config
         self.done = False
-        self.options: Any = None
+        self.claimed = False
         self._last: float | None = None
         self._gaps: list[float] = []
         self._parts: list[str] = []
         self._tokens = 0
         self._body = ctx.body
         self.partial = PartialResult()
-        self._event_limit = pipeline.recorder._chunk_event_limit(ctx)
+        self._event_limit = 0
         self._flushed = 0
         self._seam: float | None = None
         self._splice: tuple[str, int] | None = None
@@ -117,25 +115,46 @@ class StreamObserver:
         self._resumptions = 0
         self._children: list[CallContext] = []
         self.checkpoint_id: str | None = None
-        seed = SEED.get()
+        seed = ctx.seed
         if seed is not None:
             self._body = seed.body
             self._parts.append(seed.text)
             self._tokens = seed.tokens
             self.checkpoint_id = seed.checkpoint_id
+            if ctx.operation == "responses":
+                ctx.background = seed.body.get("background") is True
+                self.partial.response_id = seed.response_id
+                self.partial.sequence_number = seed.sequence_number
         self._store = services.store
         every = cfg.checkpoint_every_chunks
         self._next_ckpt = every if self._store is not None and every > 0 else math.inf
         if self._store is not None and self.checkpoint_id is None:
             self.checkpoint_id = new_checkpoint_id()
-        self.on_progress = on_progress or PROGRESS_CALLBACK.get() or cfg.on_progress
+        self.on_progress = ctx.progress_callback
         self._interval = cfg.progress_interval_seconds
-        self._next_progress = time.monotonic() + self._interval if self.on_progress is not None else math.inf
+        self._next_progress = math.inf
         est = ctx.estimate
         self._expected: int | None = None
         if est is not None:
             self._expected = est.predicted_output_tokens or est.max_output_tokens
-        pipeline.recorder.stream_opened(ctx)
+
+    def claim(self) -> None:
+        """The stream carrying the call was built from the response: the call now ends with it."""
+        if self.claimed:
+            return
+        self.claimed = True
+        recorder = self.pipeline.recorder
+        self._event_limit = recorder.chunk_event_limit(self.ctx)
+        if self.on_progress is not None:
+            self._next_progress = time.monotonic() + self._interval
+        recorder.stream_opened(self.ctx)
+
+    def abandon_unclaimed(self) -> None:
+        """The raw response was collected without its stream ever being built: end the call as abandoned."""
+        if not self.claimed and not self.done:
+            self.claimed = True
+            self.pipeline.recorder.stream_opened(self.ctx)
+            self.finish(n.STREAM_END_ABANDONED)
 
     # ---------------------------------------------------------------- per chunk
     def on_chunk(self, chunk: Any) -> bool:
@@ -194,8 +213,13 @@ class StreamObserver:
             self.ctx.input_tokens = usage.prompt_tokens
             self.ctx.output_tokens = usage.completion_tokens
             self.partial.usage = {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens}
-            if not choices and not self.ctx.include_usage_requested:
-                return False
+            if not self.ctx.include_usage_requested:
+                # We asked for usage, the caller did not: a chunk that carries only usage is hidden, whatever
+                # its choices look like (some gateways send one empty choice with it); usage riding on a chunk
+                # with content is taken off it, so the caller sees what it would have seen without us.
+                if _carries_only_usage(choices):
+                    return False
+                chunk.usage = None
         if self.partial.response_id is None:
             self.partial.response_id = chunk.id
             self.ctx.response_id = chunk.id
@@ -266,7 +290,9 @@ class StreamObserver:
             checkpoint = Checkpoint(
                 id=self.checkpoint_id, operation=ctx.operation, model=ctx.model, body=body, text=self.text(),
                 tokens=self._tokens, sequence_number=self.partial.sequence_number,
-                response_id=self.partial.response_id, headers=_replay_headers(self.options),
+                response_id=self.partial.response_id,
+                headers=replay_headers(ctx.request.headers if ctx.request is not None else {},
+                                       self.services.config.checkpoint_replay_headers),
             )
             store.save(checkpoint, self.services.config.checkpoint_ttl_seconds)
             self.pipeline.recorder.checkpoint(ctx, store.backend, self.checkpoint_id)
@@ -345,30 +371,26 @@ class StreamObserver:
         self.partial.chunks = self.ctx.chunks
         return self.partial
 
-    def resume_request(self, client: Any, plan: ResumePlan) -> Any:
-        """Issue the resumed request (an awaitable on async clients); run it with RESUMING set."""
-        options = self.options
-        headers = {k: v for k, v in (getattr(options, "headers", None) or {}).items()
-                   if k.lower() != RAW_RESPONSE_HEADER.lower()}
-        timeout = getattr(options, "timeout", None)
-        extra: dict[str, Any] = {} if timeout is None or _is_not_given(timeout) else {"timeout": timeout}
-        if plan.kind == "responses":
-            return client.responses.retrieve(plan.response_id, stream=True, starting_after=plan.starting_after,
-                                             extra_headers=headers, **extra)
-        from openai import AsyncStream, Stream
-        from openai.types.chat import ChatCompletionChunk
+    def resume(self, plan: ResumePlan) -> Any:
+        """Send the resumed request (sync) and return its plain stream."""
+        self._prepare_splice(plan)
+        return self.pipeline.resume_sync(self.ctx, plan)
 
-        if self.partial.response_id is not None:
+    async def aresume(self, plan: ResumePlan) -> Any:
+        """Send the resumed request (async) and return its plain stream."""
+        self._prepare_splice(plan)
+        return await self.pipeline.resume_async(self.ctx, plan)
+
+    def _prepare_splice(self, plan: ResumePlan) -> None:
+        # A chat continuation is a new completion: its chunks get the original id and creation time,
+        # and its opening role-only chunk is hidden (the caller already had one).
+        if plan.kind == "chat" and self.partial.response_id is not None:
             self._splice = (self.partial.response_id, self._created)
             self._opening = True
-        stream_cls: Any = AsyncStream if _is_async(client) else Stream
-        return client.post("/chat/completions", body=plan.body, cast_to=ChatCompletion,
-                           options={"headers": headers, **extra}, stream=True,
-                           stream_cls=stream_cls[ChatCompletionChunk])
 
-    def adopt(self, slot: ResumeSlot) -> None:
-        """Keep the child contexts of a resumed request (settled when the stream ends)."""
-        self._children.extend(slot.children)
+    def adopt(self, child: CallContext) -> None:
+        """Keep the context of a resumed request (its reservation is settled when the stream ends)."""
+        self._children.append(child)
 
     # ---------------------------------------------------------------- the end, exactly once
     def finish(self, state: str, error: BaseException | None = None) -> None:
@@ -409,22 +431,8 @@ class StreamObserver:
                 self.services.adaptive.observe(ctx.model, first - ctx.started, ctx.output_tokens / generating)
 
     def _settle(self) -> None:
-        """Settle the reservations: the last request's against the reported usage; broken ones stay charged."""
-        ctx = self.ctx
-        children = self._children
-        if not children:
-            self.pipeline.settle(ctx)
-            return
-        ctx.settled = True
-        for child in children:
-            child.settled = True
-        last = children[-1]
-        reservation = last.reservation
-        if reservation is not None and ctx.input_tokens is not None:
-            try:
-                self.pipeline.limiter.settle(reservation, ctx.input_tokens + (ctx.output_tokens or 0))
-            except Exception as exc:
-                self.pipeline.recorder.telemetry_error("settle", exc)
+        """Settle through the pipeline's one rule: the last request against the reported usage."""
+        self.pipeline.settle(self.ctx, self._children)
 
 
 def _is_role_only(chunk: Any) -> bool:
@@ -436,13 +444,13 @@ def _is_role_only(chunk: Any) -> bool:
     return bool(delta.role) and not delta.content and not delta.tool_calls and not choice.finish_reason
 
 
-def _is_not_given(value: Any) -> bool:
-    from openai import NotGiven
-
-    return isinstance(value, NotGiven)
-
-
-def _is_async(client: Any) -> bool:
-    from openai import AsyncOpenAI
-
-    return isinstance(client, AsyncOpenAI)
+def _carries_only_usage(choices: Any) -> bool:
+    """True when no choice carries a role, content, refusal, tool call, logprobs or finish reason."""
+    for choice in choices or ():
+        if choice.finish_reason or getattr(choice, "logprobs", None) is not None:
+            return False
+        delta = choice.delta
+        if delta is not None and (delta.role or delta.content or delta.tool_calls or getattr(delta, "refusal", None)
+                                  or getattr(delta, "function_call", None)):
+            return False
+    return True

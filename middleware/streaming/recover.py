@@ -1,10 +1,10 @@
 """Crash recovery: continue a stream from its checkpoint, in this or another process.
 
 Chat: the checkpoint's request is re-sent with the partial output as a trailing assistant message
-(the continuation strategy, see ``resumption.py``); the stream runs through the protected client
-seeded with the checkpoint, so it keeps checkpointing under the same id and can itself be resumed.
-Responses (background mode only): the stored response is streamed again after the checkpoint's
-sequence number.
+(the continuation strategy, see ``resumption.py``). Responses (background mode only): the stored
+response is streamed again after the checkpoint's sequence number. Either way the request is one
+call of the pipeline *seeded* with the checkpoint: it is admitted, retried and observed like any
+other, keeps checkpointing under the same id, and is itself resumed if it breaks again.
 """
 
 from __future__ import annotations
@@ -12,16 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from openai import AsyncStream, Stream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from ..errors import CheckpointNotFound, MiddlewareError
+from ..sdk import SdkRequest, new_request, pipeline_attached
 from .checkpoint import Checkpoint, CheckpointStore
 from .forced import ChatAccumulator
-from .observer import SEED, Seed
-from .resumption import continuation_body, interruption_cause
-
-DEFAULT_MAX_RESUMPTIONS = 3
+from .observer import Seed
+from .resumption import continuation_body
 
 
 @dataclass(frozen=True)
@@ -34,42 +32,29 @@ class Resumed:
     """A ``ChatCompletion`` (chat; content is the full text) or the final ``Response`` (responses)."""
 
 
-def _store(client: Any, store: CheckpointStore | None) -> tuple[CheckpointStore, int]:
-    pipeline = getattr(client, "_middleware_pipeline", None)
-    limit = pipeline.config.streaming.max_resumptions if pipeline is not None else DEFAULT_MAX_RESUMPTIONS
-    if store is not None:
-        return store, limit
-    found = pipeline.streaming.store if pipeline is not None else None
-    if found is None:
-        raise CheckpointNotFound("no checkpoint store: pass store= or protect the client with checkpoint_dir set")
-    return found, limit
+class _ChatFold:
+    """Folds the continuation's chunks; the result's content is the checkpoint text plus the new text."""
 
+    def __init__(self, checkpoint: Checkpoint) -> None:
+        self.checkpoint = checkpoint
+        self.acc = ChatAccumulator()
 
-def _chat_request(checkpoint: Checkpoint) -> tuple[dict[str, Any], Seed]:
-    body = continuation_body(checkpoint.body, checkpoint.text, checkpoint.tokens)
-    if body is None:
-        raise MiddlewareError(f"checkpoint {checkpoint.id} cannot be continued (n > 1, prediction or audio)")
-    return body, Seed(checkpoint.id, checkpoint.body, checkpoint.text, checkpoint.tokens)
+    def add(self, chunk: Any) -> None:
+        self.acc.add(chunk)
 
-
-def _chat_result(checkpoint: Checkpoint, acc: ChatAccumulator) -> Resumed:
-    result = acc.result(ChatCompletion)
-    text = checkpoint.text + acc.text()
-    if result.choices:
-        result.choices[0].message.content = text
-    return Resumed(checkpoint.id, text, result)
-
-
-def _responses_check(checkpoint: Checkpoint) -> tuple[str, int]:
-    if not checkpoint.response_id or checkpoint.sequence_number is None or not checkpoint.body.get("background"):
-        raise MiddlewareError(f"checkpoint {checkpoint.id}: only background Responses streams can be resumed")
-    return checkpoint.response_id, checkpoint.sequence_number
+    def result(self) -> Resumed:
+        result = self.acc.result(ChatCompletion)
+        text = self.checkpoint.text + self.acc.text()
+        if result.choices:
+            result.choices[0].message.content = text
+        return Resumed(self.checkpoint.id, text, result)
 
 
 class _EventFold:
-    """Collects Responses events after the cursor: text deltas, the sequence number, the final response."""
+    """Collects Responses events after the cursor: text deltas and the final response (never an event twice)."""
 
     def __init__(self, checkpoint: Checkpoint, after: int) -> None:
+        self.checkpoint = checkpoint
         self.parts = [checkpoint.text]
         self.after = after
         self.final: Any = None
@@ -78,7 +63,7 @@ class _EventFold:
         seq = getattr(event, "sequence_number", None)
         if seq is not None:
             if seq <= self.after:
-                return  # never duplicate an event already folded
+                return
             self.after = seq
         etype = getattr(event, "type", "")
         if etype == "response.output_text.delta":
@@ -86,69 +71,71 @@ class _EventFold:
         elif etype in ("response.completed", "response.incomplete", "response.failed"):
             self.final = event.response
 
+    def result(self) -> Resumed:
+        return Resumed(self.checkpoint.id, "".join(self.parts), self.final)
+
+
+def _protected(client: Any) -> Any:
+    if pipeline_attached(client) is not None:
+        return client
+    from ..client import protect
+
+    return protect(client)
+
+
+def _store(pipeline: Any, store: CheckpointStore | None) -> CheckpointStore:
+    found = store if store is not None else pipeline.streaming.store
+    if found is None:
+        raise CheckpointNotFound("no checkpoint store: pass store= or protect the client with checkpoint_dir set")
+    return found
+
+
+def _request(client: Any, checkpoint: Checkpoint) -> tuple[SdkRequest, Seed, _ChatFold | _EventFold]:
+    if checkpoint.operation == "chat":
+        body = continuation_body(checkpoint.body, checkpoint.text, checkpoint.tokens)
+        if body is None:
+            raise MiddlewareError(f"checkpoint {checkpoint.id} cannot be continued (n > 1, prediction or audio)")
+        request = new_request(client, method="post", url="/chat/completions", route="/chat/completions",
+                              cast_to=ChatCompletion, body=body, headers=checkpoint.headers,
+                              stream_chunk=ChatCompletionChunk)
+        seed = Seed(checkpoint.id, checkpoint.body, checkpoint.text, checkpoint.tokens)
+        return request, seed, _ChatFold(checkpoint)
+    if checkpoint.operation != "responses" or not checkpoint.response_id or checkpoint.sequence_number is None \
+            or checkpoint.body.get("background") is not True:
+        raise MiddlewareError(f"checkpoint {checkpoint.id}: only chat and background Responses streams can be resumed")
+    from openai.types.responses import Response, ResponseStreamEvent
+
+    after = checkpoint.sequence_number
+    request = new_request(client, method="get", url=f"/responses/{checkpoint.response_id}",
+                          route="/responses/{response_id}", cast_to=Response,
+                          params={"stream": True, "starting_after": after}, headers=checkpoint.headers,
+                          stream_chunk=ResponseStreamEvent)
+    seed = Seed(checkpoint.id, checkpoint.body, checkpoint.text, checkpoint.tokens,
+                response_id=checkpoint.response_id, sequence_number=after)
+    return request, seed, _EventFold(checkpoint, after)
+
 
 def resume(client: Any, checkpoint_id: str, *, store: CheckpointStore | None = None) -> Resumed:
     """Continue the stream saved under ``checkpoint_id`` to its end; return the full text and result."""
-    st, limit = _store(client, store)
+    client = _protected(client)
+    pipeline = pipeline_attached(client)
+    st = _store(pipeline, store)
     checkpoint = st.load(checkpoint_id)
-    if checkpoint.operation == "chat":
-        body, seed = _chat_request(checkpoint)
-        token = SEED.set(seed)
-        try:
-            stream = client.post("/chat/completions", body=body, cast_to=ChatCompletion,
-                                 options={"headers": checkpoint.headers}, stream=True,
-                                 stream_cls=Stream[ChatCompletionChunk])
-        finally:
-            SEED.reset(token)
-        acc = ChatAccumulator()
-        for chunk in stream:
-            acc.add(chunk)
-        st.delete(checkpoint.id)
-        return _chat_result(checkpoint, acc)
-    rid, seq = _responses_check(checkpoint)
-    fold = _EventFold(checkpoint, seq)
-    for attempt in range(limit + 1):
-        try:
-            for event in client.responses.retrieve(rid, stream=True, starting_after=fold.after,
-                                                   extra_headers=checkpoint.headers):
-                fold.add(event)
-            break
-        except Exception as exc:
-            if interruption_cause(exc) is None or attempt == limit:
-                raise
+    request, seed, fold = _request(client, checkpoint)
+    for item in pipeline.call_sync(request, seed=seed):
+        fold.add(item)
     st.delete(checkpoint.id)
-    return Resumed(checkpoint.id, "".join(fold.parts), fold.final)
+    return fold.result()
 
 
 async def aresume(client: Any, checkpoint_id: str, *, store: CheckpointStore | None = None) -> Resumed:
     """Async twin of :func:`resume`."""
-    st, limit = _store(client, store)
+    client = _protected(client)
+    pipeline = pipeline_attached(client)
+    st = _store(pipeline, store)
     checkpoint = st.load(checkpoint_id)
-    if checkpoint.operation == "chat":
-        body, seed = _chat_request(checkpoint)
-        token = SEED.set(seed)
-        try:
-            stream = await client.post("/chat/completions", body=body, cast_to=ChatCompletion,
-                                       options={"headers": checkpoint.headers}, stream=True,
-                                       stream_cls=AsyncStream[ChatCompletionChunk])
-        finally:
-            SEED.reset(token)
-        acc = ChatAccumulator()
-        async for chunk in stream:
-            acc.add(chunk)
-        st.delete(checkpoint.id)
-        return _chat_result(checkpoint, acc)
-    rid, seq = _responses_check(checkpoint)
-    fold = _EventFold(checkpoint, seq)
-    for attempt in range(limit + 1):
-        try:
-            events = await client.responses.retrieve(rid, stream=True, starting_after=fold.after,
-                                                     extra_headers=checkpoint.headers)
-            async for event in events:
-                fold.add(event)
-            break
-        except Exception as exc:
-            if interruption_cause(exc) is None or attempt == limit:
-                raise
+    request, seed, fold = _request(client, checkpoint)
+    async for item in await pipeline.call_async(request, seed=seed):
+        fold.add(item)
     st.delete(checkpoint.id)
-    return Resumed(checkpoint.id, "".join(fold.parts), fold.final)
+    return fold.result()

@@ -1,49 +1,31 @@
-"""Resumption: how a broken stream continues, and how resumed requests pass through the pipeline.
+"""Resumption: what a broken stream's failure means, and the request that continues a chat stream.
 
-A resumed request is *part of the original call*: it runs through the same limiter and retry loop,
-but under a child context that shares the call's span, so its attempts appear as child spans of
-the original call span and it never opens (or ends) a call of its own: the request counter and
-the operation duration count the call once. The stream guard sets :data:`RESUMING` around the SDK
-call it makes (``chat.completions.create`` / ``responses.retrieve``); the protected client sees it
-and routes that request here.
+A resumed request is *part of the original call*: the pipeline sends it through the same limiter
+and retry loop under a child context that shares the call's span (``Pipeline.resume_sync`` /
+``resume_async``), so its attempts appear as child spans of the call span and the call is counted
+once, however many resumptions it took.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import Any
 
-import httpx2
-from openai import APIConnectionError, APIError, APITimeoutError
+import openai
 
-from ..context import CallContext
+from ..sdk import compat
 
 # Chat parameters a continuation cannot honour (documented limits of the strategy).
 _NOT_CONTINUABLE = ("prediction", "audio")
 
 
-@dataclass
-class ResumeSlot:
-    """Set while the guard issues a resumed request: the parent call and the child contexts made."""
-
-    parent: CallContext
-    children: list[CallContext] = field(default_factory=list)
-
-
-RESUMING: ContextVar[ResumeSlot | None] = ContextVar("middleware_resuming", default=None)
-
-
 def interruption_cause(exc: BaseException) -> str | None:
     """Classify a mid-stream failure: stall, connection, server_error, malformed; None: not a break."""
-    if isinstance(exc, APITimeoutError | httpx2.TimeoutException):
+    if isinstance(exc, compat.timeout_errors()):
         return "stall"
-    if isinstance(exc, APIConnectionError | httpx2.TransportError):
+    if isinstance(exc, compat.connection_errors() + compat.transport_errors()):
         return "connection"
-    if isinstance(exc, APIError):
+    if isinstance(exc, openai.APIError):
         return "server_error"
     if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
         return "malformed"
@@ -64,49 +46,10 @@ def continuation_body(body: dict[str, Any], text: str, tokens_so_far: int) -> di
     new = dict(body)
     new["messages"] = [*messages, {"role": "assistant", "content": text}]
     new["stream"] = True
-    new["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    stream_options = body.get("stream_options")
+    new["stream_options"] = {**(stream_options if isinstance(stream_options, dict) else {}), "include_usage": True}
     for key in ("max_completion_tokens", "max_tokens"):
         value = body.get(key)
         if isinstance(value, int):
             new[key] = max(1, value - tokens_so_far)
     return new
-
-
-def child_context(parent: CallContext, body: dict[str, Any]) -> CallContext:
-    """A context for one resumed request: the parent's span and model, its own reservation and history."""
-    child = dataclasses.replace(
-        parent, body=body, stream=True, history=[], reservation=None, estimate=None, headers=None,
-        status_code=None, input_tokens=None, output_tokens=None, ended=False, settled=False,
-    )
-    child.resumption_of = parent
-    return child
-
-
-def _prepare(pipeline: Any, slot: ResumeSlot, api_key: str, options: Any) -> tuple[CallContext, Any, Any, int]:
-    body = options.json_data if isinstance(options.json_data, dict) else {}
-    child = child_context(slot.parent, body)
-    slot.children.append(child)
-    key = pipeline.limiter_key(api_key, child.model)
-    tokens = 0
-    if body:
-        try:
-            est = pipeline.estimator.estimate(child.operation, child.model, body)
-            tokens = est.prompt_tokens + int(est.max_output_tokens or 0)
-        except Exception as exc:
-            pipeline.recorder.telemetry_error("resume_estimate", exc)
-    update: dict[str, Any] = {"max_retries": 0}
-    return child, key, options.model_copy(update=update), tokens
-
-
-def send_resumption_sync(pipeline: Any, slot: ResumeSlot, api_key: str, options: Any,
-                         send: Callable[[Any], Any]) -> Any:
-    """Run one resumed request through the limiter and the retry loop (sync)."""
-    child, key, opts, tokens = _prepare(pipeline, slot, api_key, options)
-    return pipeline.run_sync(child, key, tokens, opts, send)
-
-
-async def send_resumption_async(pipeline: Any, slot: ResumeSlot, api_key: str, options: Any,
-                                send: Callable[[Any], Awaitable[Any]]) -> Any:
-    """Run one resumed request through the limiter and the retry loop (async)."""
-    child, key, opts, tokens = _prepare(pipeline, slot, api_key, options)
-    return await pipeline.run_async(child, key, tokens, opts, send)

@@ -129,7 +129,8 @@ class Recorder:
             self.m[n.MODELS_FOLDED].add(())
         return label
 
-    def _chunk_event_limit(self, ctx: CallContext) -> int:
+    def chunk_event_limit(self, ctx: CallContext) -> int:
+        """How many chunk span events fit on this call's span (its event limit minus room for the others)."""
         if self._max_chunk_events is not None:
             return self._max_chunk_events
         limits = getattr(ctx.span, "_limits", None)
@@ -235,13 +236,14 @@ class Recorder:
         """Open the child span of one HTTP attempt (``http.request.resend_count`` = attempt - 1)."""
         try:
             parent = trace.set_span_in_context(ctx.span)
+            method = ctx.request.method if ctx.request is not None else "POST"
             attributes: dict[str, Any] = {
-                n.A_HTTP_METHOD: "POST", n.A_URL_TEMPLATE: ctx.route, n.A_ATTEMPT: attempt,
+                n.A_HTTP_METHOD: method, n.A_URL_TEMPLATE: ctx.route, n.A_ATTEMPT: attempt,
             }
             if attempt > 1:
                 attributes[n.A_HTTP_RESEND_COUNT] = attempt - 1
             return self.tracer.start_span(
-                n.SPAN_ATTEMPT.format(method="POST", route=ctx.route), context=parent, kind=SpanKind.CLIENT,
+                n.SPAN_ATTEMPT.format(method=method, route=ctx.route), context=parent, kind=SpanKind.CLIENT,
                 attributes=attributes,
             )
         except Exception as exc:
@@ -365,7 +367,7 @@ class Recorder:
 
     def chunk_event(self, ctx: CallContext, index: int, at: float) -> bool:
         """Add a span event for one chunk while under the span's event limit; False once over it."""
-        if ctx.chunk_events >= self._chunk_event_limit(ctx):
+        if ctx.chunk_events >= self.chunk_event_limit(ctx):
             return False
         try:
             ctx.span.add_event(n.E_CHUNK, {n.A_CHUNK_INDEX: index}, timestamp=None)

@@ -30,7 +30,8 @@ import openai
 from pathlib import Path
 from middleware import Config, StreamConfig, protect
 base, ckdir = sys.argv[1], sys.argv[2]
-cfg = Config(streaming=StreamConfig(checkpoint_dir=Path(ckdir), checkpoint_every_chunks=25))
+cfg = Config(streaming=StreamConfig(checkpoint_dir=Path(ckdir), checkpoint_every_chunks=25,
+                                    checkpoint_replay_headers=("x-sim-output-tokens",)))
 client = protect(openai.OpenAI(base_url=base, api_key="k"), cfg)
 stream = client.chat.completions.create(model={MODEL!r}, messages={MESSAGES!r}, stream=True, seed=5,
                                         extra_headers={HEADERS!r})
@@ -86,7 +87,8 @@ def test_kill_9_mid_stream_then_resume_in_a_new_process(make_simulator: Callable
 def test_resume_in_process_sync_and_async(
     simulator: Any, protect_with: Callable[..., Any], telemetry: Any, tmp_path: Path
 ) -> None:
-    cfg = Config(streaming=StreamConfig(checkpoint_dir=tmp_path, checkpoint_every_chunks=40, resume=False))
+    cfg = Config(streaming=StreamConfig(checkpoint_dir=tmp_path, checkpoint_every_chunks=40, resume=False,
+                                        checkpoint_replay_headers=("x-sim-output-tokens",)))
     expected = _uninterrupted(simulator.base_url)
     for mode in ("sync", "async"):
         fault = {**HEADERS, "x-sim-fault": "cut_after=250", "x-sim-fault-once": f"ckpt-{mode}"}

@@ -1,0 +1,313 @@
+"""Guarded stream classes: the SDK's ``Stream`` / ``AsyncStream`` (or a caller's subclass of them)
+with every chunk reported to the call's stream observer, resumption when the stream breaks, and
+the call ended exactly once.
+
+For each stream class the SDK is asked to build (``Stream[X]``, ``AsyncStream[X]``, or a caller's
+own subclass) a guarded subclass is made once and cached, so ``isinstance`` checks and the SDK's
+``stream()`` helpers keep working. The observer reaches the stream through the HTTP response it
+is built from: the adapter puts it in ``response.extensions`` before the SDK builds the stream, and
+the guard takes it from there. The observer decides (once, for sync and async) what a break means
+and how to resume; the guard only performs the resumed request and keeps iterating, so the caller
+sees one uninterrupted stream. The call ends on completion, server error, early ``break``,
+``close()``, context-manager exit, or garbage collection of an abandoned stream.
+"""
+
+from __future__ import annotations
+
+import threading
+import types
+import weakref
+from collections.abc import AsyncIterator, Iterator, MutableMapping
+from typing import Any, Protocol
+
+from openai import AsyncStream, Stream
+from openai._streaming import extract_stream_chunk_type
+
+OBSERVER_EXTENSION = "llm_middleware.stream_observer"
+
+# Stream end states (the names module's values, repeated here to keep the adapter free of telemetry imports).
+_COMPLETED, _ERROR, _CLOSED, _ABANDONED = "completed", "error", "closed_early", "abandoned"
+
+
+class StreamDriver(Protocol):
+    """What a guarded stream asks of the call's stream observer (see ``middleware.streaming.observer``)."""
+
+    done: bool
+
+    def claim(self) -> None:
+        """The stream that carries the call was built: the call now ends with it."""
+
+    def on_chunk(self, chunk: Any) -> bool:
+        """Record a chunk; False hides it from the caller."""
+
+    def on_break(self, exc: Exception) -> Any:
+        """A break: a resume plan, or None to end with the partial result (raises otherwise)."""
+
+    def on_resume_failed(self, exc: Exception) -> Any:
+        """The resumed request failed: another plan, or None (raises otherwise)."""
+
+    def resume(self, plan: Any) -> Any:
+        """Issue the resumed request (sync): a plain SDK stream."""
+
+    async def aresume(self, plan: Any) -> Any:
+        """Issue the resumed request (async): a plain SDK stream."""
+
+    def finish(self, state: str, error: BaseException | None = None) -> None:
+        """End the call (idempotent)."""
+
+    @property
+    def checkpoint_id(self) -> str | None:
+        """Checkpoint id of the stream, if checkpointing."""
+
+    def snapshot_partial(self) -> Any:
+        """Everything received so far."""
+
+
+def put_observer(response: Any, observer: Any) -> None:
+    """Hand ``observer`` to the stream the SDK will build from ``response``."""
+    extensions = getattr(response, "extensions", None)
+    if isinstance(extensions, MutableMapping):
+        extensions[OBSERVER_EXTENSION] = observer
+    else:
+        response.extensions = {**(extensions or {}), OBSERVER_EXTENSION: observer}
+
+
+def _take_observer(response: Any) -> Any:
+    extensions = getattr(response, "extensions", None)
+    if isinstance(extensions, MutableMapping):
+        return extensions.pop(OBSERVER_EXTENSION, None)
+    return None
+
+
+class _Guard:
+    """What both guarded stream kinds share: the observer, the current resumed stream, abandonment."""
+
+    _mw: Any = None
+    _mw_current: Any = None
+
+    def _mw_attach(self, response: Any) -> None:
+        observer = _take_observer(response)
+        if observer is not None:
+            self._mw = observer
+            observer.claim()
+
+    @property
+    def checkpoint_id(self) -> str | None:
+        """The id under which this stream writes checkpoints (None without a checkpoint store)."""
+        return self._mw.checkpoint_id if self._mw is not None else None
+
+    @property
+    def partial(self) -> Any:
+        """Everything received so far (a ``middleware.PartialResult``), None when unobserved."""
+        return self._mw.snapshot_partial() if self._mw is not None else None
+
+    def __del__(self) -> None:
+        observer = self._mw
+        if observer is not None and not observer.done:
+            try:
+                observer.finish(_ABANDONED)
+            except Exception:
+                pass
+
+
+class SyncGuard(_Guard):
+    """Mixin for ``Stream`` subclasses (first in the bases, so its methods win)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._mw_attach(kwargs.get("response"))
+
+    def __stream__(self) -> Iterator[Any]:
+        inner: Iterator[Any] = super().__stream__()  # type: ignore[misc]
+        obs = self._mw
+        if obs is None:
+            yield from inner
+            return
+        try:
+            while True:
+                try:
+                    for item in inner:
+                        if obs.on_chunk(item):
+                            yield item
+                    break
+                except Exception as exc:  # a break: resume, end with the partial, or raise
+                    plan = obs.on_break(exc)
+                    nxt = self._mw_resume(obs, plan) if plan is not None else None
+                    if nxt is None:
+                        return
+                    inner = nxt
+        except GeneratorExit:
+            obs.finish(_CLOSED)
+            raise
+        except BaseException as exc:
+            obs.finish(_ERROR, exc)
+            raise
+        finally:
+            self._mw_close_current()
+        obs.finish(_COMPLETED)
+
+    def _mw_resume(self, obs: Any, plan: Any) -> Iterator[Any] | None:
+        while plan is not None:
+            try:
+                stream = obs.resume(plan)
+            except Exception as exc:
+                plan = obs.on_resume_failed(exc)
+                continue
+            self._mw_close_current()
+            self._mw_current = stream
+            it: Iterator[Any] = iter(stream)
+            return it
+        return None
+
+    def _mw_close_current(self) -> None:
+        current, self._mw_current = self._mw_current, None
+        if current is not None:
+            current.close()
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            yield from self._iterator  # type: ignore[attr-defined]
+        except GeneratorExit:  # the caller left the loop early (break): the stream is over for it
+            if self._mw is not None:
+                self._mw.finish(_CLOSED)
+            raise
+
+    def close(self) -> None:
+        """Close the response and end the call (closed early unless it already completed)."""
+        if self._mw is not None:
+            self._mw.finish(_CLOSED)
+        self._mw_close_current()
+        super().close()  # type: ignore[misc]
+
+
+class AsyncGuard(_Guard):
+    """Mixin for ``AsyncStream`` subclasses."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._mw_attach(kwargs.get("response"))
+
+    async def __stream__(self) -> AsyncIterator[Any]:
+        inner: AsyncIterator[Any] = super().__stream__()  # type: ignore[misc]
+        obs = self._mw
+        if obs is None:
+            async for item in inner:
+                yield item
+            return
+        try:
+            while True:
+                try:
+                    async for item in inner:
+                        if obs.on_chunk(item):
+                            yield item
+                    break
+                except Exception as exc:
+                    plan = obs.on_break(exc)
+                    nxt = await self._mw_resume(obs, plan) if plan is not None else None
+                    if nxt is None:
+                        return
+                    inner = nxt
+        except GeneratorExit:
+            obs.finish(_CLOSED)
+            raise
+        except BaseException as exc:
+            obs.finish(_ERROR, exc)
+            raise
+        finally:
+            await self._mw_close_current()
+        obs.finish(_COMPLETED)
+
+    async def _mw_resume(self, obs: Any, plan: Any) -> AsyncIterator[Any] | None:
+        while plan is not None:
+            try:
+                stream = await obs.aresume(plan)
+            except Exception as exc:
+                plan = obs.on_resume_failed(exc)
+                continue
+            await self._mw_close_current()
+            self._mw_current = stream
+            ait: AsyncIterator[Any] = stream.__aiter__()
+            return ait
+        return None
+
+    async def _mw_close_current(self) -> None:
+        current, self._mw_current = self._mw_current, None
+        if current is not None:
+            await current.close()
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        try:
+            async for item in self._iterator:  # type: ignore[attr-defined]
+                yield item
+        except GeneratorExit:
+            if self._mw is not None:
+                self._mw.finish(_CLOSED)
+            raise
+
+    async def close(self) -> None:
+        """Close the response (awaited) and end the call."""
+        if self._mw is not None:
+            self._mw.finish(_CLOSED)
+        await self._mw_close_current()
+        await super().close()  # type: ignore[misc]
+
+
+_GUARDED: dict[tuple[type, Any], type] = {}
+_GUARDED_LOCK = threading.Lock()
+_UNGUARDABLE: weakref.WeakSet[type] = weakref.WeakSet()
+
+
+def _origin(stream_cls: Any) -> Any:
+    return getattr(stream_cls, "__origin__", None) or stream_cls
+
+
+def guarded_stream_class(stream_cls: Any, *, is_async: bool) -> type | None:
+    """The guarded subclass for a stream class the SDK was asked to build; None when it cannot be guarded.
+
+    ``Stream[X]`` becomes a guarded ``Stream`` whose chunk type is ``X``; a caller's subclass of
+    ``Stream`` (generic or not) gets its own guarded subclass. Anything else (not a ``Stream``, or
+    a chunk type the SDK cannot read) is left alone.
+    """
+    origin = _origin(stream_cls)
+    base = AsyncStream if is_async else Stream
+    if not isinstance(origin, type) or not issubclass(origin, base):
+        return None
+    if issubclass(origin, _Guard):
+        return origin
+    try:
+        chunk = extract_stream_chunk_type(stream_cls)
+    except Exception:
+        return None
+    key = (origin, chunk)
+    found = _GUARDED.get(key)
+    if found is not None:
+        return found
+    with _GUARDED_LOCK:
+        found = _GUARDED.get(key)
+        if found is None:
+            mixin = AsyncGuard if is_async else SyncGuard
+            found = types.new_class(origin.__name__, (mixin, origin))
+            found.__qualname__ = origin.__qualname__
+            found.__module__ = origin.__module__
+            found.__doc__ = f"A guarded {origin.__name__} (see middleware.sdk.streams)."
+            # The SDK reads the chunk type from the generic base (``extract_stream_chunk_type``).
+            generic_base: Any = found
+            generic_base.__orig_bases__ = (base[chunk],)
+            _GUARDED[key] = found
+    return found
+
+
+def plain_stream_class(chunk_type: Any, *, is_async: bool) -> Any:
+    """``Stream[chunk_type]`` (or ``AsyncStream[...]``): for resumed requests and forced streams."""
+    base: Any = AsyncStream if is_async else Stream
+    return base[chunk_type]
+
+
+def is_guarded(obj: object) -> bool:
+    """True for a stream built from a guarded class."""
+    return isinstance(obj, _Guard)
+
+
+def observer_of(obj: object) -> Any:
+    """The observer of a guarded stream (None otherwise)."""
+    return obj._mw if isinstance(obj, _Guard) else None
