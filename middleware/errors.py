@@ -137,7 +137,8 @@ def attach_history(exc: BaseException, history: list[AttemptRecord]) -> None:
             if hasattr(exc, "add_note"):
                 exc.add_note(note)
             else:  # Python 3.10: the attribute add_note() would fill
-                exc.__notes__ = [*getattr(exc, "__notes__", []), note]
+                noted: Any = exc
+                noted.__notes__ = [*getattr(exc, "__notes__", []), note]
     except Exception:  # an exception type that refuses attributes: the history is best effort
         pass
 

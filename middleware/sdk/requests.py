@@ -120,7 +120,11 @@ class SdkRequest:
         self.route = route
         self.operation = OPERATION_FOR_ROUTE.get(route, route.strip("/").split("/", 1)[0] or "unknown")
         json_data = getattr(options, "json_data", None)
-        self.body: dict[str, Any] = json_data if isinstance(json_data, dict) else {}
+        body: dict[str, Any] = json_data if isinstance(json_data, dict) else {}
+        extra = getattr(options, "extra_json", None)
+        if isinstance(extra, dict) and extra:  # ``extra_body=``: sent merged into the JSON body
+            body = {**body, **extra}
+        self.body = body
         self.is_async = is_async
         self.observe = observe
 

@@ -228,23 +228,31 @@ class StreamObserver:
         return True
 
     def _read_event(self, event: Any) -> bool:
-        etype = getattr(event, "type", "")
-        seq = getattr(event, "sequence_number", None)
-        if seq is not None:
+        """A Responses event. Older SDKs leave events (or their ``response``) they do not model as plain
+        data, so every field is read through :func:`field_of`: what cannot be read is passed through."""
+        etype = field_of(event, "type") or ""
+        seq = field_of(event, "sequence_number")
+        if isinstance(seq, int):
             self.partial.sequence_number = seq
         if etype == "response.output_text.delta":
-            self._parts.append(event.delta)
-            self._tokens += 1
+            delta = field_of(event, "delta")
+            if isinstance(delta, str):
+                self._parts.append(delta)
+                self._tokens += 1
         elif etype in ("response.completed", "response.incomplete", "response.failed", "response.created"):
-            response = event.response
-            self.ctx.response_id = response.id
-            self.partial.response_id = response.id
-            self.ctx.response_model = response.model
-            usage = response.usage
-            if usage is not None:
-                self.ctx.input_tokens = usage.input_tokens
-                self.ctx.output_tokens = usage.output_tokens
-                self.partial.usage = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
+            response = field_of(event, "response")
+            rid, model = field_of(response, "id"), field_of(response, "model")
+            if isinstance(rid, str):
+                self.ctx.response_id = rid
+                self.partial.response_id = rid
+            if isinstance(model, str):
+                self.ctx.response_model = model
+            usage = field_of(response, "usage")
+            inp, out = field_of(usage, "input_tokens"), field_of(usage, "output_tokens")
+            if isinstance(inp, int) and isinstance(out, int):
+                self.ctx.input_tokens = inp
+                self.ctx.output_tokens = out
+                self.partial.usage = {"input_tokens": inp, "output_tokens": out}
             if etype != "response.created":
                 self.partial.finish_reason = etype.split(".", 1)[1]
         return True
@@ -454,3 +462,12 @@ def _carries_only_usage(choices: Any) -> bool:
                                   or getattr(delta, "function_call", None)):
             return False
     return True
+
+
+def field_of(obj: Any, name: str) -> Any:
+    """A field of an SDK object or of the plain mapping an older SDK leaves in its place (None when absent)."""
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)

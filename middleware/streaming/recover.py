@@ -18,7 +18,7 @@ from ..errors import CheckpointNotFound, MiddlewareError
 from ..sdk import SdkRequest, new_request, pipeline_attached
 from .checkpoint import Checkpoint, CheckpointStore
 from .forced import ChatAccumulator
-from .observer import Seed
+from .observer import Seed, field_of
 from .resumption import continuation_body
 
 
@@ -60,16 +60,17 @@ class _EventFold:
         self.final: Any = None
 
     def add(self, event: Any) -> None:
-        seq = getattr(event, "sequence_number", None)
-        if seq is not None:
+        seq = field_of(event, "sequence_number")
+        if isinstance(seq, int):
             if seq <= self.after:
                 return
             self.after = seq
-        etype = getattr(event, "type", "")
+        etype = field_of(event, "type") or ""
         if etype == "response.output_text.delta":
-            self.parts.append(event.delta)
+            delta = field_of(event, "delta")
+            self.parts.append(delta if isinstance(delta, str) else "")
         elif etype in ("response.completed", "response.incomplete", "response.failed"):
-            self.final = event.response
+            self.final = field_of(event, "response")
 
     def result(self) -> Resumed:
         return Resumed(self.checkpoint.id, "".join(self.parts), self.final)

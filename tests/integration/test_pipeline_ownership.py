@@ -20,6 +20,8 @@ from middleware.pipeline import Pipeline
 from middleware.telemetry import names as n
 from middleware.tokens import TokenEstimator
 
+pytestmark = pytest.mark.sdk  # SDK-facing: run against every supported openai release
+
 MODEL = "gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "Tell me about token buckets."}]
 BODY = {"model": MODEL, "messages": MESSAGES, "max_tokens": 60, "stream": True}

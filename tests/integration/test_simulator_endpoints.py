@@ -7,13 +7,13 @@ import json
 import struct
 from typing import Any
 
-import httpx2
 import openai
 import pytest
 import tiktoken
 from pydantic import BaseModel
 
 from middleware.simulator import Simulator
+from tests.http import http as httpx2
 
 USER = [{"role": "user", "content": "Tell me about rivers."}]
 

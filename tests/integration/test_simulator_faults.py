@@ -8,11 +8,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx2
 import openai
 import pytest
 
 from middleware.simulator import Simulator, SimulatorConfig, parse_fault, start_subprocess
+from tests.http import http as httpx2
 
 USER = [{"role": "user", "content": "hi"}]
 CHAT = {"model": "gpt-4o", "messages": USER}

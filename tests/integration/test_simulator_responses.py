@@ -6,10 +6,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import httpx2
 import openai
 
 from middleware.simulator import Simulator
+from tests.http import http as httpx2
 
 
 def client(sim: Simulator, **headers: str) -> openai.OpenAI:

@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import httpx2
 import openai
 import pytest
 
@@ -14,6 +13,9 @@ from middleware import Config, StreamConfig
 from middleware.errors import StreamInterrupted
 from middleware.simulator import Simulator
 from middleware.telemetry import names as n
+from tests.http import http as httpx2
+
+pytestmark = pytest.mark.sdk  # SDK-facing: run against every supported openai release
 
 MODEL = "gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "Explain stream resumption in detail."}]
@@ -197,7 +199,7 @@ def test_responses_background_stream_is_resumed(
     kw: dict[str, Any] = {"model": MODEL, "input": "Tell me a long story.", "stream": True,
                           "extra_headers": {"x-sim-output-tokens": TOKENS}}
     raw = openai.OpenAI(base_url=simulator.base_url, api_key="k", max_retries=0)
-    expected = [e for e in raw.responses.create(**kw, background=True)]
+    expected = [e for e in raw.responses.create(**kw, extra_body={"background": True})]  # every SDK major
     expected_text = "".join(e.delta for e in expected if e.type == "response.output_text.delta")
     client = protect_with(_sync_client(simulator, "cut_after=100"), _cfg(force_background=True))
     events = list(client.responses.create(**kw))

@@ -29,6 +29,8 @@ import sys
 import openai
 from pathlib import Path
 from middleware import Config, StreamConfig, protect
+
+pytestmark = pytest.mark.sdk  # SDK-facing: run against every supported openai release
 base, ckdir = sys.argv[1], sys.argv[2]
 cfg = Config(streaming=StreamConfig(checkpoint_dir=Path(ckdir), checkpoint_every_chunks=25,
                                     checkpoint_replay_headers=("x-sim-output-tokens",)))

@@ -13,6 +13,8 @@ from middleware import Config, StreamConfig
 from middleware.simulator import Simulator
 from middleware.telemetry import names as n
 
+pytestmark = pytest.mark.sdk  # SDK-facing: run against every supported openai release
+
 MODEL = "gpt-4o-mini"
 TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}}}}]

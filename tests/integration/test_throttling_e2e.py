@@ -28,6 +28,7 @@ import pytest
 
 from middleware.simulator import SimulatorProcess, start_subprocess
 from tests.fixtures.redis_server import RedisServer
+from tests.http import default_http_client
 
 MARGIN = 1.0
 WINDOW, RPW, TPW = 6.0, 60, 18000  # OpenAI-like rates (10 rps, 3000 tok/s) with a short window
@@ -59,7 +60,7 @@ def _worker(base_url: str, redis_url: str, prefix: str, seed: int, calls: int, f
         with lock:
             statuses[response.status_code] += 1
 
-    http = openai.DefaultHttpx2Client(event_hooks={"request": [on_request], "response": [on_response]})
+    http = default_http_client(event_hooks={"request": [on_request], "response": [on_response]})
     limits = LimitConfig(requests_per_window=RPW, tokens_per_window=TPW, window_seconds=WINDOW,
                          redis_url=redis_url, redis_prefix=prefix, fallback_fraction=fallback,
                          redis_retry_interval_seconds=0.25, max_wait_seconds=60, jitter_margin_seconds=MARGIN)

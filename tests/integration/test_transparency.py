@@ -12,6 +12,8 @@ from pydantic import BaseModel
 from middleware import pipeline_of, protect
 from middleware.telemetry import names as n
 
+pytestmark = pytest.mark.sdk  # SDK-facing: run against every supported openai release
+
 MODEL = "gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "Tell me about token buckets."}]
 VOLATILE = {
@@ -28,6 +30,12 @@ def normalise(value: Any) -> Any:
     if isinstance(value, list):
         return [normalise(v) for v in value]
     return value
+
+
+def chat_helpers(client: Any) -> Any:
+    """Where the SDK keeps ``stream()``/``parse()``: ``chat.completions`` (newer), else ``beta.chat.completions``."""
+    completions = client.chat.completions
+    return completions if hasattr(completions, "stream") else client.beta.chat.completions
 
 
 class Answer(BaseModel):
@@ -47,9 +55,9 @@ def sync_paths(client: openai.OpenAI) -> dict[str, Any]:
     out["raw_stream"] = [normalise(c) for c in raw_stream]
     with client.chat.completions.with_streaming_response.create(**kw) as resp:
         out["streaming_response"] = normalise(resp.parse())
-    with client.chat.completions.stream(**kw) as helper:
+    with chat_helpers(client).stream(**kw) as helper:
         out["stream_helper"] = normalise(helper.get_final_completion())
-    parsed = client.chat.completions.parse(**kw, response_format=Answer)
+    parsed = chat_helpers(client).parse(**kw, response_format=Answer)
     out["parse"] = normalise(parsed)
     out["with_options"] = normalise(client.with_options(timeout=30).chat.completions.create(**kw))
     out["copy"] = normalise(client.copy().chat.completions.create(**kw))
@@ -71,9 +79,9 @@ async def async_paths(client: openai.AsyncOpenAI) -> dict[str, Any]:
     out["raw"] = normalise((await client.chat.completions.with_raw_response.create(**kw)).parse())
     async with client.chat.completions.with_streaming_response.create(**kw) as resp:
         out["streaming_response"] = normalise(await resp.parse())
-    async with client.chat.completions.stream(**kw) as helper:
+    async with chat_helpers(client).stream(**kw) as helper:
         out["stream_helper"] = normalise(await helper.get_final_completion())
-    out["parse"] = normalise(await client.chat.completions.parse(**kw, response_format=Answer))
+    out["parse"] = normalise(await chat_helpers(client).parse(**kw, response_format=Answer))
     out["with_options"] = normalise(await client.with_options(timeout=30).chat.completions.create(**kw))
     out["responses"] = normalise(await client.responses.create(model=MODEL, input="hello", max_output_tokens=30))
     stream2 = await client.responses.create(model=MODEL, input="hello", max_output_tokens=30, stream=True)

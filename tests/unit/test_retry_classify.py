@@ -6,7 +6,6 @@ import email.utils
 import math
 from typing import Any
 
-import httpx2
 import openai
 import pytest
 from hypothesis import given
@@ -14,6 +13,7 @@ from hypothesis import strategies as st
 
 from middleware.errors import PartialResult, StreamInterrupted
 from middleware.retry import classify, parse_retry_after
+from tests.http import http as httpx2
 
 URL = "https://api.openai.com/v1/chat/completions"
 _CLIENT = openai.OpenAI(api_key="sk-test", max_retries=0)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import random
 
-import httpx2
 import openai
 import pytest
 
 from middleware.errors import CircuitOpenError, ConfigError, RetryAfterTooLong
 from middleware.retry import CallRetryState, RetryBudget, RetryConfig, RetryController
+from tests.http import http as httpx2
 from tests.unit.test_retry_breaker import FakeClock
 from tests.unit.test_retry_classify import QUOTA, RPM, TPM, err, request, status_error
 

@@ -7,7 +7,6 @@ import threading
 import time
 from pathlib import Path
 
-import httpx2
 import openai
 import pytest
 
@@ -17,6 +16,7 @@ from middleware.streaming import Checkpoint, DirectoryStore, RedisStore
 from middleware.streaming.forced import AdaptiveThreshold, force_reason
 from middleware.streaming.progress import snapshot
 from middleware.streaming.resumption import continuation_body, interruption_cause
+from tests.http import http as httpx2
 
 
 def _cp(i: int = 0, text: str = "abc") -> Checkpoint:
