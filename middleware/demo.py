@@ -14,22 +14,24 @@ import argparse
 import os
 import random
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import openai
 from prometheus_client import REGISTRY
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
 from . import Config, protect
 from .errors import MiddlewareError
 from .telemetry import names as n
 from .telemetry.setup import setup_telemetry
+
+if TYPE_CHECKING:  # rich is the ``cli`` extra: imported when the demo runs, not when this module loads
+    from rich.console import Console
+    from rich.table import Table
 
 SIM_MODEL = "gpt-4o-mini"
 LIVE_MODEL = "gpt-4o-mini"
@@ -166,6 +168,8 @@ def show_resumption(client: openai.OpenAI, model: str, console: Console) -> bool
 
 
 def _status_table(tally: Tally, started: float, metrics_url: str) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"middleware demo — {time.monotonic() - started:5.1f}s — metrics at {metrics_url}")
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -180,6 +184,8 @@ def _status_table(tally: Tally, started: float, metrics_url: str) -> Table:
 
 def summary_table(tally: Tally, elapsed: float, sim_stats: dict[str, Any] | None, span_stats: Any) -> Table:
     """The final summary: calls, tokens, throttled waits, retries, streams, errors."""
+    from rich.table import Table
+
     table = Table(title=f"Summary after {elapsed:.1f}s")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -256,6 +262,16 @@ def _start_simulator(args: argparse.Namespace) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; returns 0 when the workload completed without errors reaching the caller."""
     args = build_parser().parse_args(argv)
+    from ._extras import CLI, OTEL, MissingExtraError, require
+
+    try:
+        require("middleware demo", {"rich": "rich", "opentelemetry.sdk": "opentelemetry-sdk"}, (CLI, OTEL))
+    except MissingExtraError as exc:
+        print(f"middleware demo: {exc.detail}", file=sys.stderr)
+        return 2
+    from rich.console import Console
+    from rich.live import Live
+
     console = Console()
     live = args.live
     if live and not os.environ.get("OPENAI_API_KEY"):

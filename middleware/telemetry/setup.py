@@ -1,31 +1,35 @@
 """Optional setup of OpenTelemetry providers, exporters and the Prometheus ``/metrics`` endpoint.
 
 Library etiquette: the middleware records through the *global* OpenTelemetry API and never
-replaces providers the application installed. ``setup_telemetry()`` is for applications (and
-the demo) that want the middleware to install providers: it reads the standard ``OTEL_*``
-variables (an OTLP exporter when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or the signal-specific endpoint
-is set), and serves ``/metrics`` on 127.0.0.1 in OpenMetrics format so histograms carry
-``trace_id`` exemplars. Exporter failures are counted and logged once; they never reach a call.
+replaces providers the application installed; importing it loads no OpenTelemetry SDK. ``setup_telemetry()``
+is for applications (and the demo) that want the middleware to install providers; it needs the ``otel``
+extra (``pip install 'llm-middleware[otel]'``). It reads the standard ``OTEL_*`` variables (an OTLP
+exporter when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or the signal-specific endpoint is set), and serves
+``/metrics`` on 127.0.0.1 in OpenMetrics format so histograms carry ``trace_id`` exemplars. Exporter
+failures are counted and logged once; they never reach a call.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, PeriodicExportingMetricReader
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+
+from .._extras import OTEL, MissingExtraError
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from .exporters import SpanStats
 
 log = logging.getLogger("middleware.telemetry")
 
@@ -69,87 +73,16 @@ def _count_in_recorders(exporter: str) -> None:
         recorder.telemetry_error(f"export_{exporter}")
 
 
-class SafeSpanExporter(SpanExporter):
-    """Wraps a span exporter: exceptions and failures are counted, never raised."""
-
-    def __init__(self, inner: SpanExporter, name: str, failures: ExportFailures) -> None:
-        self.inner, self.name, self.failures = inner, name, failures
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        try:
-            result = self.inner.export(spans)
-        except Exception as exc:
-            self.failures.failed(self.name, exc)
-            return SpanExportResult.FAILURE
-        if result is not SpanExportResult.SUCCESS:
-            self.failures.failed(self.name, result)
-        return result
-
-    def shutdown(self) -> None:
-        try:
-            self.inner.shutdown()
-        except Exception as exc:
-            self.failures.failed(self.name, exc)
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        try:
-            return bool(self.inner.force_flush(timeout_millis))
-        except Exception as exc:
-            self.failures.failed(self.name, exc)
-            return False
+# The SDK-based classes live in modules that import the SDK; they load on first use.
+_LAZY = {"SafeSpanExporter": "exporters", "SafeMetricExporter": "exporters", "SpanStats": "exporters"}
 
 
-class SafeMetricExporter(MetricExporter):
-    """Wraps a metric exporter: exceptions and failures are counted, never raised."""
-
-    def __init__(self, inner: MetricExporter, name: str, failures: ExportFailures) -> None:
-        super().__init__(preferred_temporality=inner._preferred_temporality,
-                         preferred_aggregation=inner._preferred_aggregation)
-        self.inner, self.name, self.failures = inner, name, failures
-
-    def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
-        try:
-            result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
-        except Exception as exc:
-            self.failures.failed(self.name, exc)
-            return MetricExportResult.FAILURE
-        if result is not MetricExportResult.SUCCESS:
-            self.failures.failed(self.name, result)
-        return result
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        try:
-            return bool(self.inner.force_flush(timeout_millis))
-        except Exception:
-            return False
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        try:
-            self.inner.shutdown(timeout_millis=timeout_millis)
-        except Exception as exc:
-            self.failures.failed(self.name, exc)
-
-
-class SpanStats(SpanProcessor):
-    """Counts finished spans by name and keeps the slowest call spans (for the demo's console summary)."""
-
-    def __init__(self, keep: int = 5) -> None:
-        self.finished = 0
-        self.by_name: dict[str, int] = {}
-        self.slowest: list[tuple[float, str, str]] = []
-        self._keep = keep
-        self._lock = threading.Lock()
-
-    def on_end(self, span: ReadableSpan) -> None:
-        with self._lock:
-            self.finished += 1
-            self.by_name[span.name] = self.by_name.get(span.name, 0) + 1
-            if span.parent is None and span.end_time and span.start_time:
-                seconds = (span.end_time - span.start_time) / 1e9
-                trace_id = format(span.context.trace_id, "032x") if span.context else ""
-                self.slowest.append((seconds, span.name, trace_id))
-                self.slowest.sort(reverse=True)
-                del self.slowest[self._keep:]
+def __getattr__(name: str) -> Any:
+    """``SafeSpanExporter``, ``SafeMetricExporter``, ``SpanStats``: imported on use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
 
 
 @dataclass
@@ -208,6 +141,18 @@ def setup_telemetry(
     ``metrics_port=None`` serves nothing; ``0`` picks a free port (see ``handle.metrics_port``).
     ``otlp=None`` enables OTLP export when an ``OTEL_EXPORTER_OTLP_*ENDPOINT`` variable is set.
     """
+    try:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        from .exporters import SafeMetricExporter, SafeSpanExporter, SpanStats
+    except ImportError as exc:
+        if not (exc.name or "").startswith("opentelemetry"):
+            raise
+        raise MissingExtraError("setup_telemetry()", (OTEL,), "opentelemetry-sdk") from exc
     handle = TelemetryHandle()
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
     traces_endpoint = _otlp_endpoint("TRACES")
@@ -222,7 +167,11 @@ def setup_telemetry(
             provider.add_span_processor(BatchSpanProcessor(SafeSpanExporter(exporter, f"span_exporter_{i}",
                                                                             handle.failures)))
         if use_otlp:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            try:
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            except ImportError as exc:
+                raise MissingExtraError("setup_telemetry() with OTLP", (OTEL,),
+                                        "opentelemetry-exporter-otlp-proto-http") from exc
 
             provider.add_span_processor(BatchSpanProcessor(SafeSpanExporter(OTLPSpanExporter(), "otlp_traces",
                                                                             handle.failures)))
