@@ -182,8 +182,12 @@ def _status_table(tally: Tally, started: float, metrics_url: str) -> Table:
     return table
 
 
-def summary_table(tally: Tally, elapsed: float, sim_stats: dict[str, Any] | None, span_stats: Any) -> Table:
-    """The final summary: calls, tokens, throttled waits, retries, streams, errors."""
+def summary_table(tally: Tally, elapsed: float, sim_stats: dict[str, Any] | None, span_stats: Any,
+                  traces_stored: bool = False) -> Table:
+    """The final summary: calls, tokens, throttled waits, retries, streams, errors.
+
+    With the local trace store on, each slow trace names the command that draws it.
+    """
     from rich.table import Table
 
     table = Table(title=f"Summary after {elapsed:.1f}s")
@@ -210,7 +214,8 @@ def summary_table(tally: Tally, elapsed: float, sim_stats: dict[str, Any] | None
     if span_stats is not None:
         rows.append(("spans finished", f"{span_stats.finished}"))
         for seconds, name, trace_id in span_stats.slowest[:3]:
-            rows.append((f"slow trace: {name}", f"{seconds:.2f}s trace_id={trace_id}"))
+            where = f"middleware traces show {trace_id}" if traces_stored else f"trace_id={trace_id}"
+            rows.append((f"slow trace: {name}", f"{seconds:.2f}s {where}"))
     if sim_stats:
         total = sim_stats.get("total", {})
         rows.append(("simulator: admitted / refused (429) / faults injected",
@@ -351,7 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sim_stats = None
         if telemetry.tracer_provider is not None and hasattr(telemetry.tracer_provider, "force_flush"):
             telemetry.tracer_provider.force_flush()
-        console.print(summary_table(tally, elapsed, sim_stats, telemetry.span_stats))
+        console.print(summary_table(tally, elapsed, sim_stats, telemetry.span_stats,
+                                    traces_stored=telemetry.traces_dir is not None))
         return 0 if tally.errors == 0 else 1
     finally:
         if sim is not None:
