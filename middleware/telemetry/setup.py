@@ -199,6 +199,12 @@ def setup_telemetry(
         raise ConfigError(f"traces_max_bytes must be > 0 and traces_backups >= 0, not {traces_max_bytes}, "
                           f"{traces_backups}")
     install_tracer = _provider_is_default(trace.get_tracer_provider())
+    directory: Path | None = None
+    if want_local and install_tracer:
+        try:
+            directory = resolve_traces_dir(traces_dir)
+        except RuntimeError as exc:  # no home folder to hold the default store: spans are not kept
+            log.warning("no folder for the local trace store (%s): set MIDDLEWARE_TRACES_DIR to keep spans", exc)
     install_meter = use_otlp and _provider_is_default(otel_metrics.get_meter_provider())
     if install_tracer or install_meter:
         try:
@@ -250,8 +256,7 @@ def setup_telemetry(
             if use_otlp:
                 tracer_provider.add_span_processor(
                     BatchSpanProcessor(SafeSpanExporter(OTLPSpanExporter(), "otlp_traces", handle.failures)))
-            if want_local:
-                directory = resolve_traces_dir(traces_dir)
+            if directory is not None:
                 local = LocalSpanExporter(directory, max_bytes=traces_max_bytes, backups=traces_backups)
                 tracer_provider.add_span_processor(
                     BatchSpanProcessor(SafeSpanExporter(local, "local_traces", handle.failures)))
