@@ -17,6 +17,7 @@ commands:
   stack       run Prometheus and Alertmanager locally against the demo (up | down)
   resume      resume an interrupted stream from its checkpoint: middleware resume ID
   files       process files through the protected client: middleware files summarize DIR
+  traces      the slowest and failed calls of the last run; middleware traces show ID draws one trace
 """
 
 
@@ -50,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .streaming.resume_cli import main as resume_main
 
         return resume_main(rest)
+    if command == "traces":
+        from .traces_cli import main as traces_main
+
+        return traces_main(rest)
     if command == "files":
         from .files import files_cli_main
 

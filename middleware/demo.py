@@ -14,22 +14,24 @@ import argparse
 import os
 import random
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import openai
 from prometheus_client import REGISTRY
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
 from . import Config, protect
 from .errors import MiddlewareError
 from .telemetry import names as n
 from .telemetry.setup import setup_telemetry
+
+if TYPE_CHECKING:  # rich is the ``cli`` extra: imported when the demo runs, not when this module loads
+    from rich.console import Console
+    from rich.table import Table
 
 SIM_MODEL = "gpt-4o-mini"
 LIVE_MODEL = "gpt-4o-mini"
@@ -166,6 +168,8 @@ def show_resumption(client: openai.OpenAI, model: str, console: Console) -> bool
 
 
 def _status_table(tally: Tally, started: float, metrics_url: str) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"middleware demo — {time.monotonic() - started:5.1f}s — metrics at {metrics_url}")
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -178,8 +182,14 @@ def _status_table(tally: Tally, started: float, metrics_url: str) -> Table:
     return table
 
 
-def summary_table(tally: Tally, elapsed: float, sim_stats: dict[str, Any] | None, span_stats: Any) -> Table:
-    """The final summary: calls, tokens, throttled waits, retries, streams, errors."""
+def summary_table(tally: Tally, elapsed: float, sim_stats: dict[str, Any] | None, span_stats: Any,
+                  traces_stored: bool = False) -> Table:
+    """The final summary: calls, tokens, throttled waits, retries, streams, errors.
+
+    With the local trace store on, each slow trace names the command that draws it.
+    """
+    from rich.table import Table
+
     table = Table(title=f"Summary after {elapsed:.1f}s")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -204,7 +214,8 @@ def summary_table(tally: Tally, elapsed: float, sim_stats: dict[str, Any] | None
     if span_stats is not None:
         rows.append(("spans finished", f"{span_stats.finished}"))
         for seconds, name, trace_id in span_stats.slowest[:3]:
-            rows.append((f"slow trace: {name}", f"{seconds:.2f}s trace_id={trace_id}"))
+            where = f"middleware traces show {trace_id}" if traces_stored else f"trace_id={trace_id}"
+            rows.append((f"slow trace: {name}", f"{seconds:.2f}s {where}"))
     if sim_stats:
         total = sim_stats.get("total", {})
         rows.append(("simulator: admitted / refused (429) / faults injected",
@@ -256,6 +267,16 @@ def _start_simulator(args: argparse.Namespace) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; returns 0 when the workload completed without errors reaching the caller."""
     args = build_parser().parse_args(argv)
+    from ._extras import CLI, OTEL, MissingExtraError, require
+
+    try:
+        require("middleware demo", {"rich": "rich", "opentelemetry.sdk": "opentelemetry-sdk"}, (CLI, OTEL))
+    except MissingExtraError as exc:
+        print(f"middleware demo: {exc.detail}", file=sys.stderr)
+        return 2
+    from rich.console import Console
+    from rich.live import Live
+
     console = Console()
     live = args.live
     if live and not os.environ.get("OPENAI_API_KEY"):
@@ -335,7 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sim_stats = None
         if telemetry.tracer_provider is not None and hasattr(telemetry.tracer_provider, "force_flush"):
             telemetry.tracer_provider.force_flush()
-        console.print(summary_table(tally, elapsed, sim_stats, telemetry.span_stats))
+        console.print(summary_table(tally, elapsed, sim_stats, telemetry.span_stats,
+                                    traces_stored=telemetry.traces_dir is not None))
         return 0 if tally.errors == 0 else 1
     finally:
         if sim is not None:

@@ -6,12 +6,13 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-
+from .._extras import require_rich
 from .process import DEFAULT_PROMPT, ProcessReport, ProgressEvent, process_files
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _table(report: ProcessReport) -> Table:
+    from rich.table import Table
+
     table = Table(title="dry run" if report.dry_run else "files")
     for col in ("file", "status", "reason", "chunks", "tokens"):
         table.add_column(col, justify="right" if col in ("chunks", "tokens") else "left")
@@ -45,6 +48,13 @@ def files_cli_main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:
         return int(exc.code or 0)
+    missing = require_rich("files")
+    if missing:
+        print(missing, file=sys.stderr)
+        return 2
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     console, err = Console(), Console(stderr=True)
     if "{chunk}" not in args.prompt:
         err.print("--prompt must contain {chunk}")

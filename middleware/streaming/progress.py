@@ -61,6 +61,10 @@ class RichProgress:
     """A progress callback drawing a ``rich`` progress bar; use as a context manager."""
 
     def __init__(self, description: str = "streaming", console: Any = None) -> None:
+        """Needs ``rich`` (the ``cli`` extra); raises ``MissingExtraError`` naming it otherwise."""
+        from .._extras import CLI, require
+
+        require("RichProgress", {"rich": "rich"}, (CLI,))
         from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
         from rich.progress import Progress as Bar
 

@@ -32,8 +32,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not ns.checkpoint_dir and not ns.redis_url:
         print("middleware resume: --checkpoint-dir or --redis-url is required", file=sys.stderr)
         return 2
+    if not ns.no_progress:
+        from .._extras import require_rich
+
+        missing = require_rich("resume")
+        if missing:
+            print(f"{missing} (or pass --no-progress)", file=sys.stderr)
+            return 2
     from openai import OpenAI
-    from rich.console import Console
 
     from .. import Config, protect
     from .progress import RichProgress, progress
@@ -49,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.no_progress:
             result = resume(client, ns.checkpoint_id)
         else:
+            from rich.console import Console
+
             with RichProgress(f"resume {ns.checkpoint_id[:8]}", console=Console(stderr=True)) as bar, progress(bar):
                 result = resume(client, ns.checkpoint_id)
     except MiddlewareError as exc:

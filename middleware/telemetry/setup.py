@@ -1,31 +1,41 @@
-"""Optional setup of OpenTelemetry providers, exporters and the Prometheus ``/metrics`` endpoint.
+"""Optional setup of OpenTelemetry providers, exporters, the local trace store and ``/metrics``.
 
 Library etiquette: the middleware records through the *global* OpenTelemetry API and never
-replaces providers the application installed. ``setup_telemetry()`` is for applications (and
-the demo) that want the middleware to install providers: it reads the standard ``OTEL_*``
-variables (an OTLP exporter when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or the signal-specific endpoint
-is set), and serves ``/metrics`` on 127.0.0.1 in OpenMetrics format so histograms carry
-``trace_id`` exemplars. Exporter failures are counted and logged once; they never reach a call.
+replaces providers the application installed; importing it loads no OpenTelemetry SDK. ``setup_telemetry()``
+is for applications (and the demo) that want the middleware to install providers; it needs the ``otel``
+extra (``pip install 'llm-middleware[otel]'``). It reads the standard ``OTEL_*`` variables (an OTLP
+exporter when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or the signal-specific endpoint is set), keeps finished
+spans in a local store when no OTLP endpoint is set (``middleware traces`` reads it), and serves
+``/metrics`` on 127.0.0.1 in OpenMetrics format so histograms carry ``trace_id`` exemplars. It fails
+before it installs anything, or not at all. Exporter failures are counted and logged once; they never
+reach a call.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
+import uuid
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, PeriodicExportingMetricReader
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+
+from .._extras import OTEL, MissingExtraError
+from ..errors import ConfigError
+from .tracefiles import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, TRACES_LOCAL_ENV, resolve_traces_dir
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from .exporters import SpanStats
 
 log = logging.getLogger("middleware.telemetry")
 
@@ -69,87 +79,17 @@ def _count_in_recorders(exporter: str) -> None:
         recorder.telemetry_error(f"export_{exporter}")
 
 
-class SafeSpanExporter(SpanExporter):
-    """Wraps a span exporter: exceptions and failures are counted, never raised."""
-
-    def __init__(self, inner: SpanExporter, name: str, failures: ExportFailures) -> None:
-        self.inner, self.name, self.failures = inner, name, failures
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        try:
-            result = self.inner.export(spans)
-        except Exception as exc:
-            self.failures.failed(self.name, exc)
-            return SpanExportResult.FAILURE
-        if result is not SpanExportResult.SUCCESS:
-            self.failures.failed(self.name, result)
-        return result
-
-    def shutdown(self) -> None:
-        try:
-            self.inner.shutdown()
-        except Exception as exc:
-            self.failures.failed(self.name, exc)
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        try:
-            return bool(self.inner.force_flush(timeout_millis))
-        except Exception as exc:
-            self.failures.failed(self.name, exc)
-            return False
+# The SDK-based classes live in modules that import the SDK; they load on first use.
+_LAZY = {"SafeSpanExporter": "exporters", "SafeMetricExporter": "exporters", "SpanStats": "exporters",
+         "LocalSpanExporter": "spanstore"}
 
 
-class SafeMetricExporter(MetricExporter):
-    """Wraps a metric exporter: exceptions and failures are counted, never raised."""
-
-    def __init__(self, inner: MetricExporter, name: str, failures: ExportFailures) -> None:
-        super().__init__(preferred_temporality=inner._preferred_temporality,
-                         preferred_aggregation=inner._preferred_aggregation)
-        self.inner, self.name, self.failures = inner, name, failures
-
-    def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
-        try:
-            result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
-        except Exception as exc:
-            self.failures.failed(self.name, exc)
-            return MetricExportResult.FAILURE
-        if result is not MetricExportResult.SUCCESS:
-            self.failures.failed(self.name, result)
-        return result
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        try:
-            return bool(self.inner.force_flush(timeout_millis))
-        except Exception:
-            return False
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        try:
-            self.inner.shutdown(timeout_millis=timeout_millis)
-        except Exception as exc:
-            self.failures.failed(self.name, exc)
-
-
-class SpanStats(SpanProcessor):
-    """Counts finished spans by name and keeps the slowest call spans (for the demo's console summary)."""
-
-    def __init__(self, keep: int = 5) -> None:
-        self.finished = 0
-        self.by_name: dict[str, int] = {}
-        self.slowest: list[tuple[float, str, str]] = []
-        self._keep = keep
-        self._lock = threading.Lock()
-
-    def on_end(self, span: ReadableSpan) -> None:
-        with self._lock:
-            self.finished += 1
-            self.by_name[span.name] = self.by_name.get(span.name, 0) + 1
-            if span.parent is None and span.end_time and span.start_time:
-                seconds = (span.end_time - span.start_time) / 1e9
-                trace_id = format(span.context.trace_id, "032x") if span.context else ""
-                self.slowest.append((seconds, span.name, trace_id))
-                self.slowest.sort(reverse=True)
-                del self.slowest[self._keep:]
+def __getattr__(name: str) -> Any:
+    """``SafeSpanExporter``, ``SafeMetricExporter``, ``SpanStats``, ``LocalSpanExporter``: imported on use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
 
 
 @dataclass
@@ -165,6 +105,8 @@ class TelemetryHandle:
     failures: ExportFailures = field(default_factory=ExportFailures)
     span_stats: SpanStats | None = None
     otlp_endpoint: str | None = None
+    traces_dir: Path | None = None
+    """Where finished spans are kept locally (``middleware traces``); None when they are not."""
 
     def shutdown(self) -> None:
         """Flush exporters and stop the metrics server; never raises."""
@@ -175,6 +117,9 @@ class TelemetryHandle:
                     provider.shutdown()
                 except Exception as exc:
                     self.failures.failed("shutdown", exc)
+        self._stop_server()
+
+    def _stop_server(self) -> None:
         if self.metrics_server is not None:
             try:
                 self.metrics_server.shutdown()
@@ -193,6 +138,30 @@ def _provider_is_default(provider: object) -> bool:
                                        "NoOpMeterProvider", "_ProxyMeterProvider")
 
 
+_ON = ("1", "true", "yes", "on", "always")
+_OFF = ("0", "false", "no", "off", "never")
+
+
+def _local_traces_mode(explicit: bool | None) -> bool | None:
+    """True (always), False (never) or None (auto: only where spans would otherwise go nowhere)."""
+    if explicit is not None:
+        return explicit
+    raw = os.environ.get(TRACES_LOCAL_ENV, "").strip().lower()
+    if raw in ("", "auto"):
+        return None
+    if raw in _ON:
+        return True
+    if raw in _OFF:
+        return False
+    raise ConfigError(f"{TRACES_LOCAL_ENV} must be auto, always (1, true) or never (0, false), not {raw!r}")
+
+
+def _missing(exc: ImportError, what: str, dist: str) -> MissingExtraError:
+    if not (exc.name or "").startswith("opentelemetry"):
+        raise exc  # a genuine bug in an installed module, not a missing extra
+    return MissingExtraError(what, (OTEL,), dist)
+
+
 def setup_telemetry(
     *,
     service_name: str = "llm-middleware",
@@ -202,55 +171,130 @@ def setup_telemetry(
     span_exporters: Sequence[SpanExporter] = (),
     otlp: bool | None = None,
     span_stats: bool = False,
+    local_traces: bool | None = None,
+    traces_dir: str | os.PathLike[str] | None = None,
+    traces_max_bytes: int = DEFAULT_MAX_BYTES,
+    traces_backups: int = DEFAULT_BACKUPS,
 ) -> TelemetryHandle:
     """Install tracer/meter providers (unless the application already has them) and serve ``/metrics``.
 
     ``metrics_port=None`` serves nothing; ``0`` picks a free port (see ``handle.metrics_port``).
     ``otlp=None`` enables OTLP export when an ``OTEL_EXPORTER_OTLP_*ENDPOINT`` variable is set.
+    ``local_traces=None`` (or ``MIDDLEWARE_TRACES_LOCAL=auto``) keeps finished spans in the local store
+    when they would otherwise go nowhere (no OTLP, no ``span_exporters``); ``True`` keeps them as well,
+    ``False`` never. The store is ``traces_dir``, else ``$MIDDLEWARE_TRACES_DIR``, else the user's state
+    folder, rotated past ``traces_max_bytes`` with ``traces_backups`` older files.
+
+    Fails before it installs anything (missing ``otel`` extra: :class:`MissingExtraError`; bad setting:
+    :class:`ConfigError`; busy port: ``OSError``), or not at all: a failure after the port is bound
+    stops the server and the providers built so far, and installs nothing.
     """
-    handle = TelemetryHandle()
-    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
+    # 1. What can fail without side effects: the settings, the SDK, the exporters' imports.
     traces_endpoint = _otlp_endpoint("TRACES")
     metrics_endpoint = _otlp_endpoint("METRICS")
     use_otlp = bool(traces_endpoint or metrics_endpoint) if otlp is None else otlp
+    mode = _local_traces_mode(local_traces)
+    want_local = (not use_otlp and not span_exporters) if mode is None else mode
+    if traces_max_bytes <= 0 or traces_backups < 0:
+        raise ConfigError(f"traces_max_bytes must be > 0 and traces_backups >= 0, not {traces_max_bytes}, "
+                          f"{traces_backups}")
+    install_tracer = _provider_is_default(trace.get_tracer_provider())
+    directory: Path | None = None
+    if want_local and install_tracer:
+        try:
+            directory = resolve_traces_dir(traces_dir)
+        except RuntimeError as exc:  # no home folder to hold the default store: spans are not kept
+            log.warning("no folder for the local trace store (%s): set MIDDLEWARE_TRACES_DIR to keep spans", exc)
+    install_meter = use_otlp and _provider_is_default(otel_metrics.get_meter_provider())
+    if install_tracer or install_meter:
+        try:
+            from opentelemetry.sdk.metrics import MeterProvider
+            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+            from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+            from .exporters import SafeMetricExporter, SafeSpanExporter, SpanStats
+            from .spanstore import LocalSpanExporter
+        except ImportError as exc:
+            raise _missing(exc, "setup_telemetry()", "opentelemetry-sdk") from exc
+        if use_otlp:
+            try:
+                from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            except ImportError as exc:
+                raise _missing(exc, "setup_telemetry() with OTLP", "opentelemetry-exporter-otlp-proto-http") from exc
+
+    handle = TelemetryHandle()
     handle.otlp_endpoint = traces_endpoint if use_otlp else None
 
-    current_tracer = trace.get_tracer_provider()
-    if _provider_is_default(current_tracer):
-        provider = TracerProvider(resource=resource)
-        for i, exporter in enumerate(span_exporters):
-            provider.add_span_processor(BatchSpanProcessor(SafeSpanExporter(exporter, f"span_exporter_{i}",
-                                                                            handle.failures)))
-        if use_otlp:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            provider.add_span_processor(BatchSpanProcessor(SafeSpanExporter(OTLPSpanExporter(), "otlp_traces",
-                                                                            handle.failures)))
-        if span_stats:
-            handle.span_stats = SpanStats()
-            provider.add_span_processor(handle.span_stats)
-        trace.set_tracer_provider(provider)
-        handle.tracer_provider = provider
-        handle.installed_tracer = True
-    else:
-        handle.tracer_provider = current_tracer
-        log.info("an OpenTelemetry tracer provider is already installed: the middleware uses it")
-
-    current_meter = otel_metrics.get_meter_provider()
-    if use_otlp and _provider_is_default(current_meter):
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-
-        reader = PeriodicExportingMetricReader(SafeMetricExporter(OTLPMetricExporter(), "otlp_metrics",
-                                                                  handle.failures))
-        meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
-        otel_metrics.set_meter_provider(meter_provider)
-        handle.meter_provider = meter_provider
-        handle.installed_meter = True
-    else:
-        handle.meter_provider = current_meter
-
+    # 2. Bind /metrics before installing anything: a busy port fails here, with nothing to undo.
     if metrics_port is not None:
-        server, _thread = start_http_server(metrics_port, addr=metrics_host, registry=registry or REGISTRY)
+        try:
+            server, _thread = start_http_server(metrics_port, addr=metrics_host, registry=registry or REGISTRY)
+        except OSError as exc:
+            raise OSError(exc.errno, f"setup_telemetry: cannot serve /metrics on {metrics_host}:{metrics_port}: "
+                                     f"{exc.strerror or exc}") from exc
         handle.metrics_server = server
         handle.metrics_port = int(server.server_address[1])
+
+    # 3. Build the providers (not yet global), 4. install them. Any failure undoes steps 2 and 3.
+    undo: list[Callable[[], Any]] = [handle._stop_server]
+    try:
+        tracer_provider: Any = None
+        meter_provider: Any = None
+        if install_tracer or install_meter:
+            resource = Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME", service_name)})
+            if SERVICE_INSTANCE_ID not in resource.attributes:  # one value per run: ``middleware traces`` groups by it
+                resource = resource.merge(Resource({SERVICE_INSTANCE_ID: uuid.uuid4().hex}))
+        if install_tracer:
+            tracer_provider = TracerProvider(resource=resource)
+            undo.append(tracer_provider.shutdown)
+            for i, exporter in enumerate(span_exporters):
+                tracer_provider.add_span_processor(
+                    BatchSpanProcessor(SafeSpanExporter(exporter, f"span_exporter_{i}", handle.failures)))
+            if use_otlp:
+                tracer_provider.add_span_processor(
+                    BatchSpanProcessor(SafeSpanExporter(OTLPSpanExporter(), "otlp_traces", handle.failures)))
+            if directory is not None:
+                local = LocalSpanExporter(directory, max_bytes=traces_max_bytes, backups=traces_backups)
+                tracer_provider.add_span_processor(
+                    BatchSpanProcessor(SafeSpanExporter(local, "local_traces", handle.failures)))
+                handle.traces_dir = directory
+            if span_stats:
+                handle.span_stats = SpanStats()
+                tracer_provider.add_span_processor(handle.span_stats)
+        if install_meter:
+            reader = PeriodicExportingMetricReader(
+                SafeMetricExporter(OTLPMetricExporter(), "otlp_metrics", handle.failures))
+            undo.append(reader.shutdown)
+            meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+            undo[-1] = meter_provider.shutdown
+
+        if tracer_provider is not None:
+            trace.set_tracer_provider(tracer_provider)
+            if trace.get_tracer_provider() is tracer_provider:
+                handle.tracer_provider, handle.installed_tracer = tracer_provider, True
+            else:  # another thread installed one first: use it, drop ours
+                tracer_provider.shutdown()
+                handle.traces_dir = None
+        if meter_provider is not None:
+            otel_metrics.set_meter_provider(meter_provider)
+            if otel_metrics.get_meter_provider() is meter_provider:
+                handle.meter_provider, handle.installed_meter = meter_provider, True
+            else:
+                meter_provider.shutdown()
+    except BaseException:
+        for step in reversed(undo):
+            try:
+                step()
+            except Exception:
+                pass
+        raise
+    if not handle.installed_tracer:
+        handle.tracer_provider = trace.get_tracer_provider()
+        if not install_tracer:
+            log.info("an OpenTelemetry tracer provider is already installed: the middleware uses it")
+    if not handle.installed_meter:
+        handle.meter_provider = otel_metrics.get_meter_provider()
     return handle
