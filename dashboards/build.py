@@ -14,7 +14,7 @@ from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import prometheus as pm
 
 from dashboards import spec
-from dashboards.promql import INSTANCE, JOB
+from dashboards.promql import INSTANCE, JOB, MODEL_VAR
 from middleware.telemetry.names import L_MODEL, REQUESTS
 
 DATASOURCE = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
@@ -27,7 +27,7 @@ def _variables() -> list[db.DatasourceVariable | db.QueryVariable]:
     chain = [
         (JOB, f"label_values({REQUESTS.prom_name}, {JOB})"),
         (INSTANCE, f'label_values({REQUESTS.prom_name}{{{JOB}=~"$job"}}, {INSTANCE})'),
-        (L_MODEL, f'label_values({REQUESTS.prom_name}{{{JOB}=~"$job", {INSTANCE}=~"$instance"}}, {L_MODEL})'),
+        (MODEL_VAR, f'label_values({REQUESTS.prom_name}{{{JOB}=~"$job", {INSTANCE}=~"$instance"}}, {L_MODEL})'),
     ]
     out: list[db.DatasourceVariable | db.QueryVariable] = [ds]
     for name, query in chain:

@@ -14,6 +14,8 @@ from middleware.telemetry.names import L_MODEL, MetricDef
 
 JOB = "job"
 INSTANCE = "instance"
+# The dashboards' model template variable (a Grafana variable name, filtering the model label).
+MODEL_VAR = "model"
 LE = "le"
 RATE_INTERVAL = "$__rate_interval"
 
@@ -56,7 +58,7 @@ def selector(
     if templated:
         parts += [f'{JOB}=~"$job"', f'{INSTANCE}=~"$instance"']
         if L_MODEL in m.labels:
-            parts.append(f'{L_MODEL}=~"$model"')
+            parts.append(f'{L_MODEL}=~"${MODEL_VAR}"')
     parts += _matchers(m, eq or {}, regex or {}, neq or {}, name)
     return f"{name}{{{', '.join(parts)}}}" if parts else name
 

@@ -6,8 +6,8 @@ from dashboards.promql import legend, quantile, selector, sum_rate
 from dashboards.spec import Dashboard, Panel, Query, Row
 from middleware.telemetry.names import (
     ESTIMATE_ERROR,
-    L_BACKEND,
     L_DECISION,
+    L_LIMITER_BACKEND,
     L_MODEL,
     L_REASON,
     L_RESOURCE,
@@ -86,15 +86,17 @@ DASHBOARD = Dashboard(
         Row("Limiter backend and estimates", (
             Panel("Redis fallback active", "1 while the shared (Redis) limiter is unreachable and each process limits "
                   "alone, so the fleet can exceed the quota. Check Redis health and network.", "short",
-                  (Query(f"max by ({L_BACKEND}) ({selector(LIMITER_FALLBACK_ACTIVE)})", legend(L_BACKEND)),
-                   Query(sum_rate(selector(LIMITER_FALLBACKS), (L_BACKEND,)), "switches/s " + legend(L_BACKEND))),
+                  (Query(f"max by ({L_LIMITER_BACKEND}) ({selector(LIMITER_FALLBACK_ACTIVE)})",
+                         legend(L_LIMITER_BACKEND)),
+                   Query(sum_rate(selector(LIMITER_FALLBACKS), (L_LIMITER_BACKEND,)),
+                         "switches/s " + legend(L_LIMITER_BACKEND))),
                   kind="stat", thresholds=((1, "red"),)),
             Panel("Limiter decision time", "p50/p99 time of one limiter decision by backend. Redis p99 above a few ms "
                   "adds latency to every call: check Redis load and round-trip time.", "s",
                   (Query(quantile(0.5, selector(LIMITER_DECISION_SECONDS, bucket(LIMITER_DECISION_SECONDS)),
-                                  (L_BACKEND,)), "p50 " + legend(L_BACKEND)),
+                                  (L_LIMITER_BACKEND,)), "p50 " + legend(L_LIMITER_BACKEND)),
                    Query(quantile(0.99, selector(LIMITER_DECISION_SECONDS, bucket(LIMITER_DECISION_SECONDS)),
-                                  (L_BACKEND,)), "p99 " + legend(L_BACKEND)))),
+                                  (L_LIMITER_BACKEND,)), "p99 " + legend(L_LIMITER_BACKEND)))),
             Panel("Estimate error p90", "90th percentile of |estimated - actual| / actual tokens. Above 15%: "
                   "reservations are off; see the Token estimation dashboard.", "percentunit",
                   (Query(quantile(0.9, selector(ESTIMATE_ERROR, bucket(ESTIMATE_ERROR)), (L_MODEL, L_TOKEN_TYPE)),

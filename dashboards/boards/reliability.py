@@ -10,11 +10,11 @@ from middleware.telemetry.names import (
     BACKOFF,
     BREAKER_STATE,
     BREAKER_TRANSITIONS,
+    L_BREAKER_STATE,
     L_ENDPOINT,
     L_MODEL,
     L_OUTCOME,
     L_REASON,
-    L_STATE,
     REQUESTS,
     RETRY_BUDGET_EXHAUSTED,
     bucket,
@@ -66,8 +66,8 @@ DASHBOARD = Dashboard(
                          legend(L_MODEL, L_ENDPOINT)),), min=0, max=2),
             Panel("Breaker transitions", "Transitions by the state entered. Flapping between open and half-open: the "
                   "upstream is intermittently failing; tune the breaker window.", "ops",
-                  (Query(sum_rate(selector(BREAKER_TRANSITIONS), (L_MODEL, L_STATE)),
-                         legend(L_MODEL, L_STATE)),)),
+                  (Query(sum_rate(selector(BREAKER_TRANSITIONS), (L_MODEL, L_BREAKER_STATE)),
+                         legend(L_MODEL, L_BREAKER_STATE)),)),
             Panel("Terminal errors by reason", "Attempts that can not succeed on retry (insufficient_quota, request "
                   "too large, auth). insufficient_quota: add credit or raise the spend limit now.", "reqps",
                   (Query(sum_rate(selector(ATTEMPTS, eq={L_OUTCOME: ATTEMPT_TERMINAL}), (L_MODEL, L_REASON)),

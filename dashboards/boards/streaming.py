@@ -8,13 +8,13 @@ from middleware.telemetry.names import (
     ADAPTIVE_THRESHOLD,
     CHECKPOINTS_WRITTEN,
     FORCED_STREAMS,
-    L_BACKEND,
     L_CAUSE,
+    L_CHECKPOINT_BACKEND,
     L_MODEL,
     L_OPERATION,
     L_OUTCOME,
     L_REASON,
-    L_STATE,
+    L_STREAM_END,
     STREAM_CHUNKS,
     STREAM_DURATION,
     STREAM_ENDS,
@@ -68,7 +68,7 @@ DASHBOARD = Dashboard(
         Row("Failures and recovery", (
             Panel("Stream ends by state", "How streams ended. 'abandoned' means callers dropped the stream without "
                   "closing it; 'error' rising: look at interruptions by cause.", "ops",
-                  (Query(sum_rate(selector(STREAM_ENDS), (L_STATE,)), legend(L_STATE)),)),
+                  (Query(sum_rate(selector(STREAM_ENDS), (L_STREAM_END,)), legend(L_STREAM_END)),)),
             Panel("Stalls", "Streams idle longer than the stall timeout. Rising: upstream hangs; "
               "lower the timeout only "
                   "if resumption works.", "ops",
@@ -85,7 +85,8 @@ DASHBOARD = Dashboard(
                          legend(L_MODEL)),)),
             Panel("Checkpoints written", "Checkpoints per second by backend. Zero while streams run: checkpointing "
                   "is disabled or its store fails.", "ops",
-                  (Query(sum_rate(selector(CHECKPOINTS_WRITTEN), (L_BACKEND,)), legend(L_BACKEND)),)),
+                  (Query(sum_rate(selector(CHECKPOINTS_WRITTEN), (L_CHECKPOINT_BACKEND,)),
+                         legend(L_CHECKPOINT_BACKEND)),)),
         )),
         Row("Forced streaming", (
             Panel("Forced streams", "Non-streaming calls sent as streams, by reason. Unexpected volume: review the "

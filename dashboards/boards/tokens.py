@@ -9,9 +9,10 @@ from middleware.telemetry.names import (
     ESTIMATE_BIAS_TOKENS,
     ESTIMATE_ERROR,
     ESTIMATED_TOKENS,
+    L_ESTIMATE_KIND,
     L_ESTIMATOR,
-    L_KIND,
     L_MODEL,
+    L_TOKEN_SOURCE,
     L_TOKEN_TYPE,
     TOKEN_ESTIMATES,
     TOKENIZER_FALLBACK,
@@ -23,7 +24,7 @@ _LABELS = (L_MODEL, L_TOKEN_TYPE)
 
 
 def _bias(kind: str) -> str:
-    return sum_rate(selector(ESTIMATE_BIAS_TOKENS, eq={L_KIND: kind}), _LABELS)
+    return sum_rate(selector(ESTIMATE_BIAS_TOKENS, eq={L_TOKEN_SOURCE: kind}), _LABELS)
 
 
 DASHBOARD = Dashboard(
@@ -41,8 +42,9 @@ DASHBOARD = Dashboard(
                   thresholds=((1, "red"),)),
             Panel("Estimated tokens p50 by kind", "Median estimated prompt, max output and predicted output tokens. "
                   "max_output far above predicted: callers oversize max_tokens.", "short",
-                  (Query(quantile(0.5, selector(ESTIMATED_TOKENS, bucket(ESTIMATED_TOKENS)), (L_MODEL, L_KIND)),
-                         legend(L_MODEL, L_KIND)),), exemplars=True),
+                  (Query(quantile(0.5, selector(ESTIMATED_TOKENS, bucket(ESTIMATED_TOKENS)),
+                                  (L_MODEL, L_ESTIMATE_KIND)),
+                         legend(L_MODEL, L_ESTIMATE_KIND)),), exemplars=True),
         )),
         Row("Accuracy", (
             Panel("Estimate error ratio p50 / p90", "|estimated - actual| / actual by model and token type. p90 above "

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dashboards.promql import JOB, selector, sum_rate
 from dashboards.rules import recording as rec
 from dashboards.rules.config import RulesConfig
-from dashboards.rules.model import Alert, Group, Runbook, Scenario, Series, Severity, Windows
+from dashboards.rules.model import Alert, Group, Runbook, Scenario, Series, Severity, Windows, label_ref
 from dashboards.rules.scenarios import above, histogram, job_labels, job_model, series
 from dashboards.values import (
     ATTEMPT_RETRYABLE,
@@ -26,16 +26,16 @@ from middleware.telemetry.names import (
     BREAKER_STATE,
     ESTIMATE_ERROR,
     FILES_REFUSED,
-    L_BACKEND,
     L_CAUSE,
     L_COMPONENT,
     L_ENDPOINT,
     L_ERROR_TYPE,
+    L_LIMITER_BACKEND,
     L_MODEL,
     L_OUTCOME,
     L_REASON,
     L_RESOURCE,
-    L_STATE,
+    L_STREAM_END,
     L_TOKEN_TYPE,
     LIMITER_FALLBACK_ACTIVE,
     OUTCOME_SUCCESS,
@@ -60,7 +60,8 @@ from middleware.telemetry.names import (
 )
 
 JM = (JOB, L_MODEL)
-_JM_TEXT = "Job {{ $labels.job }}, model {{ $labels.model }}"
+_JOB_TEXT = f"Job {label_ref(JOB)}"
+_JM_TEXT = f"{_JOB_TEXT}, model {label_ref(L_MODEL)}"
 
 
 def _s(m: MetricDef, eq: Mapping[str, str] | None = None, neq: Mapping[str, str] | None = None) -> str:
@@ -81,7 +82,7 @@ def _attempts(values: str, outcome: str, reason: str) -> Series:
 
 
 def _stream_ends(values: str) -> Series:
-    return series(STREAM_ENDS, values, {L_STATE: STREAM_END_COMPLETED})
+    return series(STREAM_ENDS, values, {L_STREAM_END: STREAM_END_COMPLETED})
 
 
 def retry_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
@@ -101,7 +102,7 @@ def retry_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
         _alert("LlmCircuitBreakerOpen",
                f"max by ({JOB}, {L_MODEL}, {L_ENDPOINT}) ({_s(BREAKER_STATE)}) == {BREAKER_OPEN_VALUE}",
                w("1m"), "warning", "Circuit breaker open",
-               f"{_JM_TEXT}: the breaker for endpoint {{{{ $labels.endpoint }}}} is open; "
+               f"{_JM_TEXT}: the breaker for endpoint {label_ref(L_ENDPOINT)} is open; "
                "calls wait for a probe or fail.",
                Runbook("Consecutive upstream failures opened the breaker for this model and endpoint.",
                        "Calls to it send nothing upstream: they wait (up to breaker_max_wait_seconds) for a "
@@ -178,7 +179,7 @@ def limiter_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
         _alert("LlmRateLimitCapacityLow",
                f"min by ({JOB}, {L_MODEL}, {L_RESOURCE}) ({_s(RATELIMIT_REMAINING)} / {_s(RATELIMIT_LIMIT)}) < "
                f"{cfg.remaining_capacity_min:g}", w("10m"), "warning", "Rate-limit capacity nearly spent",
-               f"{_JM_TEXT}: less than {cfg.remaining_capacity_min:.0%} of the {{{{ $labels.resource }}}} "
+               f"{_JM_TEXT}: less than {cfg.remaining_capacity_min:.0%} of the {label_ref(L_RESOURCE)} "
                "limit remains.",
                Runbook("Remaining requests or tokens stayed under 10% of the limit.",
                        "New calls wait for capacity; waits and refusals follow.",
@@ -187,20 +188,20 @@ def limiter_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
                Scenario((series(RATELIMIT_REMAINING, "5x30", tokens), series(RATELIMIT_LIMIT, "100x30", tokens)),
                         "0m", {**job_model(), **tokens})),
         _alert("LlmLimiterRedisFallback",
-               f"max by ({JOB}, {L_BACKEND}) ({_s(LIMITER_FALLBACK_ACTIVE)}) == 1", w("2m"), "warning",
+               f"max by ({JOB}, {L_LIMITER_BACKEND}) ({_s(LIMITER_FALLBACK_ACTIVE)}) == 1", w("2m"), "warning",
                "Shared limiter unreachable: local fallback in use",
-               "Job {{ $labels.job }}: the {{ $labels.backend }} limiter backend is unreachable; each process "
+               f"{_JOB_TEXT}: the {label_ref(L_LIMITER_BACKEND)} limiter backend is unreachable; each process "
                "limits alone.",
                Runbook("The shared limiter backend (Redis) cannot be reached; processes fall back to local limits.",
                        "The fleet as a whole can exceed the account's limits: expect 429s.",
                        "Rate limits dashboard, Redis fallback active and Limiter decision time; Redis logs.",
                        "Restore Redis (health, memory, network); processes switch back by themselves.",
                        "llm-rate-limits"),
-               Scenario((series(LIMITER_FALLBACK_ACTIVE, "1x30", {L_BACKEND: "redis"}),), "0m",
-                        job_labels({L_BACKEND: "redis"}))),
+               Scenario((series(LIMITER_FALLBACK_ACTIVE, "1x30", {L_LIMITER_BACKEND: "redis"}),), "0m",
+                        job_labels({L_LIMITER_BACKEND: "redis"}))),
         _alert("LlmTokenEstimateDrift", f"{rec.ESTIMATE_ERROR_P90} > {cfg.estimate_error_p90_max:g}", w("30m"),
                "warning", "Token estimates drifting",
-               f"{_JM_TEXT}: p90 {{{{ $labels.token_type }}}} estimate error above "
+               f"{_JM_TEXT}: p90 {label_ref(L_TOKEN_TYPE)} estimate error above "
                f"{cfg.estimate_error_p90_max:.0%} for 30m.",
                Runbook("Pre-call token estimates differ from reported usage by more than 15% for most calls.",
                        "Reservations are wrong: under-estimates cause 429s, over-estimates waste capacity.",
@@ -211,7 +212,7 @@ def limiter_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
                         "1m", {**job_model(), L_TOKEN_TYPE: TOKEN_INPUT})),
         _alert("LlmTokenizerFallbackActive", f"max by ({JOB}) ({_s(TOKENIZER_FALLBACK)}) == 1", w("10m"), "warning",
                "Tokenizer data missing: fallback estimates in use",
-               "Job {{ $labels.job }}: tiktoken data could not be loaded; token estimates are coarse.",
+               f"{_JOB_TEXT}: tiktoken data could not be loaded; token estimates are coarse.",
                Runbook("The tokenizer encodings could not be loaded, so a character-based estimate is used.",
                        "Estimates are less accurate: more 429s or wasted capacity.",
                        "Token estimation dashboard, Tokenizer fallback active; application logs at startup.",
@@ -285,7 +286,7 @@ def ops_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
                f"{now} > {cfg.file_refusals_min_per_s:g}\nunless on ({JOB}, {L_REASON})\n"
                f"{now} <= {cfg.file_refusals_spike_factor:g} * {before}", w("5m"), "warning",
                "File refusals spiking",
-               "Job {{ $labels.job }}: files refused for reason {{ $labels.reason }} at more than "
+               f"{_JOB_TEXT}: files refused for reason {label_ref(L_REASON)} at more than "
                f"{cfg.file_refusals_spike_factor:g}x the last hour's rate.",
                Runbook("Many files are refused by the confined reader (escape, special, too large, binary...).",
                        "The affected files are not processed; 'escape' may be an attack through paths.",
@@ -297,7 +298,7 @@ def ops_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
         _alert("LlmTelemetryErrors",
                f"sum by ({JOB}, {L_COMPONENT}) (increase({_s(TELEMETRY_ERRORS)}[{w('5m')}])) > 0", w("5m"),
                "warning", "Telemetry failing",
-               "Job {{ $labels.job }}: the {{ $labels.component }} telemetry component keeps failing; data is lost.",
+               f"{_JOB_TEXT}: the {label_ref(L_COMPONENT)} telemetry component keeps failing; data is lost.",
                Runbook("Telemetry failures were swallowed to keep calls going (exporter, recorder).",
                        "Traces or metrics are missing; calls are unaffected.",
                        "Operations dashboard, Telemetry errors; application logs (logged once per failure kind).",

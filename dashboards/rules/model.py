@@ -10,6 +10,11 @@ from dashboards.promql import format_duration, parse_duration, scale_duration
 Severity = Literal["critical", "warning"]
 
 
+def label_ref(label: str) -> str:
+    """`{{ $labels.<label> }}`: a label's value in an alert annotation."""
+    return "{{ $labels." + label + " }}"
+
+
 @dataclass(frozen=True)
 class Windows:
     """Scales every window, `for:` and offset so that a test can run hours of rules in minutes."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from dashboards.promql import JOB
 from dashboards.rules import recording as rec
 from dashboards.rules.config import RulesConfig
-from dashboards.rules.model import Alert, Group, Runbook, Scenario, Series, Windows
+from dashboards.rules.model import Alert, Group, Runbook, Scenario, Series, Windows, label_ref
 from dashboards.rules.scenarios import above, histogram, job_labels, series
 from middleware.telemetry.names import (
     L_ERROR_TYPE,
@@ -71,7 +71,7 @@ def _budget_alerts(cfg: RulesConfig, w: Windows, kind: str) -> list[Alert]:
             for_=w(b.for_),
             severity=b.severity,  # type: ignore[arg-type]
             summary=f"{kind.capitalize()} error budget burning {b.factor:g}x too fast",
-            description=(f"Job {{{{ $labels.job }}}}: {what} exceed {b.factor:g}x the error budget "
+            description=(f"Job {label_ref(JOB)}: {what} exceed {b.factor:g}x the error budget "
                          f"({budget:g} of calls) over both {b.long} and {b.short}; objective {objective:g}."),
             labels={SLO_LABEL: kind},
             runbook=Runbook(
@@ -132,7 +132,7 @@ def anomaly_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
             expr=_anomaly(cfg, w, rec.REQUEST_RATE, (JOB,), cfg.anomaly_min_request_rate),
             for_=w("10m"), severity="warning",
             summary="Request rate far outside its usual band",
-            description=("Job {{ $labels.job }}: the 5m request rate left its 1h band (more than "
+            description=(f"Job {label_ref(JOB)}: the 5m request rate left its 1h band (more than "
                          f"{cfg.anomaly_sigmas:g} standard deviations and {cfg.anomaly_min_relative_change:.0%}), "
                          "differs from the same time last week if known, or dropped to zero."),
             runbook=Runbook(
@@ -148,7 +148,7 @@ def anomaly_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
             expr=_anomaly(cfg, w, rec.TOKEN_RATE, (JOB, L_TOKEN_TYPE), cfg.anomaly_min_token_rate),
             for_=w("10m"), severity="warning",
             summary="Token usage far outside its usual band",
-            description=("Job {{ $labels.job }}: {{ $labels.token_type }} tokens per second left the 1h band, "
+            description=(f"Job {label_ref(JOB)}: {label_ref(L_TOKEN_TYPE)} tokens per second left the 1h band, "
                          "differ from last week, or dropped to zero."),
             runbook=Runbook(
                 meaning="Token consumption (per token type) is anomalous against the previous hour and last week.",
