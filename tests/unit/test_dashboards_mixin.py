@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -167,3 +168,12 @@ def test_default_copy_equals_the_repository_files(tmp_path: Path) -> None:
         assert names == sorted(p.name for p in (root / repo).iterdir()), repo
         for name in names:
             assert (tmp_path / copy / name).read_text() == (root / repo / name).read_text(), (repo, name)
+
+
+def test_every_config_field_is_documented() -> None:
+    text = (dashboards.render.ROOT / "docs/mixin.md").read_text()
+    missing = [f.name for f in dataclasses.fields(MixinConfig) if f"| `{f.name}` |" not in text]
+    assert not missing
+    for f in dataclasses.fields(MixinConfig):
+        if isinstance(f.default, float):
+            assert f"| `{f.name}` | `{f.default:g}` |" in text or f"| `{f.name}` | `{f.default}` |" in text, f.name
