@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from middleware.telemetry.names import (
-    ALL_METRICS,
     EXEMPLAR_TRACE_ID,
     METRIC_ATTRIBUTES,
     RENAMED_LABELS,
     RENAMED_METRICS,
     MetricDef,
+    all_metrics,
     label,
 )
 
@@ -48,7 +48,7 @@ def render() -> str:
         "",
     ]
     areas: dict[str, list[MetricDef]] = {}
-    for m in ALL_METRICS:
+    for m in all_metrics():
         areas.setdefault(m.area, []).append(m)
     for area, metrics in areas.items():
         lines += [f"## {area.capitalize()}", "",
@@ -59,7 +59,7 @@ def render() -> str:
     lines += ["## Labels and their OpenTelemetry attributes", "",
               "| Label | OTel attribute | Used by |", "|---|---|---|"]
     for key in sorted(METRIC_ATTRIBUTES, key=label):
-        users = [m.prom_name for m in ALL_METRICS if key in m.attributes or key in dict(m.fixed)]
+        users = [m.prom_name for m in all_metrics() if key in m.attributes or key in dict(m.fixed)]
         lines.append(f"| `{label(key)}` | `{key}` | {len(users)} metrics |")
     lines += ["", "## Renamed", "",
               "Names of releases before the OTel-aligned names, for migrating saved queries.", "",

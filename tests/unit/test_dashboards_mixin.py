@@ -17,13 +17,13 @@ from dashboards.registry import all_panel_queries
 from dashboards.registry import dashboards as render_dashboards
 from dashboards.rules import all_alerts, all_recordings
 from dashboards.rules.render import runbook_url
-from middleware.telemetry.names import ALL_METRICS, L_MODEL, L_TOKEN_TYPE, bucket, count, total
+from middleware.telemetry.names import L_MODEL, L_TOKEN_TYPE, all_metrics, bucket, count, total
 
 SELECTOR = 'job="my-api", namespace=~"prod|staging"'
 CUSTOM = MixinConfig(selector=SELECTOR, group_by=("cluster", "namespace", "job"), retry_ratio_max=0.3,
                      remaining_capacity_min=0.2, throttle_wait_p95_max_s=2.5, ttfc_p95_max_s=2.0,
                      estimate_error_p90_max=0.25, runbook_url="https://runbooks.example/llm/{alert}")
-FAMILIES = sorted({f(m) for m in ALL_METRICS for f in (lambda m: m.prom_name, bucket, count, total)},
+FAMILIES = sorted({f(m) for m in all_metrics() for f in (lambda m: m.prom_name, bucket, count, total)},
                   key=len, reverse=True)
 _FAMILY = re.compile(r"(?<![\w:])(" + "|".join(map(re.escape, FAMILIES)) + r")(?![\w:])(\{[^}]*\})?")
 
