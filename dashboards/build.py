@@ -14,20 +14,28 @@ from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import prometheus as pm
 
 from dashboards import spec
-from dashboards.promql import INSTANCE, JOB
+from dashboards.mixin import DEFAULT, MixinConfig
+from dashboards.promql import INSTANCE, JOB, MODEL_VAR
 from middleware.telemetry.names import L_MODEL, REQUESTS
 
 DATASOURCE = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
 REF_IDS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
-def _variables() -> list[db.DatasourceVariable | db.QueryVariable]:
-    """datasource, job, instance, model: each multi-select with an `All` of `.*`."""
+def _variables(cfg: MixinConfig) -> list[db.DatasourceVariable | db.QueryVariable]:
+    """datasource, job, instance, model: each multi-select with an `All` of `.*`, within the config's selector."""
     ds = db.DatasourceVariable("datasource").label("Data source").type("prometheus")
+    scope = [str(m) for m in cfg.matchers]
+
+    def series(*matchers: str) -> str:
+        parts = [*scope, *matchers]
+        return REQUESTS.prom_name + (f"{{{', '.join(parts)}}}" if parts else "")
+
+    job, instance = f'{JOB}=~"$job"', f'{INSTANCE}=~"$instance"'
     chain = [
-        (JOB, f"label_values({REQUESTS.prom_name}, {JOB})"),
-        (INSTANCE, f'label_values({REQUESTS.prom_name}{{{JOB}=~"$job"}}, {INSTANCE})'),
-        (L_MODEL, f'label_values({REQUESTS.prom_name}{{{JOB}=~"$job", {INSTANCE}=~"$instance"}}, {L_MODEL})'),
+        (JOB, f"label_values({series()}, {JOB})"),
+        (INSTANCE, f"label_values({series(job)}, {INSTANCE})"),
+        (MODEL_VAR, f"label_values({series(job, instance)}, {L_MODEL})"),
     ]
     out: list[db.DatasourceVariable | db.QueryVariable] = [ds]
     for name, query in chain:
@@ -71,11 +79,11 @@ def _legend() -> cb.VizLegendOptions:
     )
 
 
-def _thresholds(steps: tuple[tuple[float, str], ...]) -> db.ThresholdsConfig:
+def _thresholds(steps: tuple[tuple[float, str], ...], base: str) -> db.ThresholdsConfig:
     return (
         db.ThresholdsConfig()
         .mode(dm.ThresholdsMode.ABSOLUTE)
-        .steps([dm.Threshold(value=None, color="green"), *(dm.Threshold(value=v, color=c) for v, c in steps)])
+        .steps([dm.Threshold(value=None, color=base), *(dm.Threshold(value=v, color=c) for v, c in steps)])
     )
 
 
@@ -100,13 +108,15 @@ def panel(p: spec.Panel, panel_id: int) -> Builder:
     if p.max is not None:
         b = b.max(p.max)
     if p.thresholds:
-        b = b.thresholds(_thresholds(p.thresholds))
+        b = b.thresholds(_thresholds(p.thresholds, p.base_color))
+        if isinstance(b, timeseries.Panel):
+            b = b.thresholds_style(cb.GraphThresholdsStyleConfig().mode(cm.GraphThresholdsStyleMode.DASHED))
     for i, q in enumerate(p.queries):
         b = b.with_target(_target(q, REF_IDS[i], p.exemplars))
     return b
 
 
-def dashboard(d: spec.Dashboard) -> dict[str, Any]:
+def dashboard(d: spec.Dashboard, cfg: MixinConfig = DEFAULT) -> dict[str, Any]:
     """The dashboard as a JSON-ready dict; rows are followed by their panels as siblings."""
     b = (
         db.Dashboard(d.title)
@@ -119,7 +129,7 @@ def dashboard(d: spec.Dashboard) -> dict[str, Any]:
         .timezone("browser")
         .tooltip(dm.DashboardCursorSync.CROSSHAIR)
     )
-    for v in _variables():
+    for v in _variables(cfg):
         b = b.with_variable(v)
     next_id = 1
     for row in d.rows:
@@ -132,6 +142,6 @@ def dashboard(d: spec.Dashboard) -> dict[str, Any]:
     return data
 
 
-def to_json(d: spec.Dashboard) -> str:
+def to_json(d: spec.Dashboard, cfg: MixinConfig = DEFAULT) -> str:
     """Stable, diff-friendly JSON text."""
-    return json.dumps(dashboard(d), indent=2, sort_keys=True) + "\n"
+    return json.dumps(dashboard(d, cfg), indent=2, sort_keys=True) + "\n"

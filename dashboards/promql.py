@@ -8,12 +8,16 @@ metric really has.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
+from dashboards.mixin import JOB as JOB
+from dashboards.mixin import Matcher, MixinConfig
 from middleware.telemetry.names import L_MODEL, MetricDef
 
-JOB = "job"
 INSTANCE = "instance"
+# The dashboards' model template variable (a Grafana variable name, filtering the model label).
+MODEL_VAR = "model"
 LE = "le"
 RATE_INTERVAL = "$__rate_interval"
 
@@ -49,16 +53,40 @@ def selector(
     neq: Matchers | None = None,
     *,
     templated: bool = True,
+    scope: Sequence[Matcher] = (),
 ) -> str:
-    """`family{...}` with the dashboard template filters (job, instance, model if the metric has it)."""
+    """`family{...}`: the mixin's `scope` matchers, the dashboard template filters (job, instance, model if
+    the metric has it) when `templated`, then the given matchers (checked against the metric's labels)."""
     name = family or m.prom_name
-    parts: list[str] = []
+    parts: list[str] = [str(x) for x in scope]
     if templated:
         parts += [f'{JOB}=~"$job"', f'{INSTANCE}=~"$instance"']
         if L_MODEL in m.labels:
-            parts.append(f'{L_MODEL}=~"$model"')
+            parts.append(f'{L_MODEL}=~"${MODEL_VAR}"')
     parts += _matchers(m, eq or {}, regex or {}, neq or {}, name)
     return f"{name}{{{', '.join(parts)}}}" if parts else name
+
+
+@dataclass(frozen=True)
+class Selectors:
+    """`sel(m, ...)`: `selector` bound to a mixin config's matchers, for panels (templated) or rules."""
+
+    scope: tuple[Matcher, ...] = ()
+    templated: bool = True
+
+    def __call__(self, m: MetricDef, family: str | None = None, eq: Matchers | None = None,
+                 regex: Matchers | None = None, neq: Matchers | None = None) -> str:
+        return selector(m, family, eq, regex, neq, templated=self.templated, scope=self.scope)
+
+
+def panel_selectors(cfg: MixinConfig) -> Selectors:
+    """Selectors for dashboard panels: the config's matchers and the template variables."""
+    return Selectors(cfg.matchers, templated=True)
+
+
+def rule_selectors(cfg: MixinConfig) -> Selectors:
+    """Selectors for recording and alerting rules: the config's matchers only."""
+    return Selectors(cfg.matchers, templated=False)
 
 
 def by(labels: Iterable[str]) -> str:

@@ -31,8 +31,9 @@ class Panel:
     height: int = 8
     min: float | None = None
     max: float | None = None
-    # (value, color) steps after the base green, for stat and gauge panels.
+    # (value, color) steps after the base color: colors stat and gauge panels, dashed lines on time series.
     thresholds: tuple[tuple[float, str], ...] = ()
+    base_color: str = "green"
 
 
 @dataclass(frozen=True)

@@ -68,8 +68,9 @@ class Tally:
             self.error_kinds[name] = self.error_kinds.get(name, 0) + 1
 
 
-def _metric_sum(metric: n.MetricDef, **match: str) -> float:
-    """Sum of a metric's samples in the default registry whose labels match."""
+def _metric_sum(metric: n.MetricDef, match: dict[str, str] | None = None) -> float:
+    """Sum of a metric's samples in the default registry whose labels (names from ``names``) match."""
+    match = match or {}
     total = 0.0
     for family in REGISTRY.collect():
         if family.name not in (metric.name, metric.name.removesuffix("_total")):
@@ -176,8 +177,9 @@ def _status_table(tally: Tally, started: float, metrics_url: str) -> Table:
     table.add_row("calls", str(tally.calls))
     table.add_row("errors seen by the caller", str(tally.errors))
     table.add_row("streams / chunks", f"{tally.streams} / {tally.chunks}")
-    table.add_row("throttled (waited)", f"{_metric_sum(n.THROTTLE_DECISIONS, decision='waited'):.0f}")
-    table.add_row("retries", f"{_metric_sum(n.ATTEMPTS) - _metric_sum(n.ATTEMPTS, outcome='success') :.0f}")
+    table.add_row("throttled (waited)", f"{_metric_sum(n.THROTTLE_DECISIONS, {n.L_DECISION: n.DECISION_WAITED}):.0f}")
+    retries = _metric_sum(n.ATTEMPTS) - _metric_sum(n.ATTEMPTS, {n.L_OUTCOME: n.ATTEMPT_SUCCESS})
+    table.add_row("retries", f"{retries:.0f}")
     table.add_row("429s received", f"{_metric_sum(n.RATE_LIMITED_RESPONSES):.0f}")
     return table
 
@@ -194,16 +196,16 @@ def summary_table(tally: Tally, elapsed: float, sim_stats: dict[str, Any] | None
     table.add_column("metric")
     table.add_column("value", justify="right")
     attempts = _metric_sum(n.ATTEMPTS)
-    successes = _metric_sum(n.ATTEMPTS, outcome="success")
+    successes = _metric_sum(n.ATTEMPTS, {n.L_OUTCOME: n.ATTEMPT_SUCCESS})
     rows = [
         ("calls made", f"{tally.calls}"),
         ("calls by kind", ", ".join(f"{k}={v}" for k, v in sorted(tally.by_kind.items()))),
         ("errors seen by the caller", f"{tally.errors} {dict(tally.error_kinds) if tally.error_kinds else ''}"),
-        ("input tokens (reported)", f"{_metric_sum(n.TOKEN_USAGE, token_type='input'):.0f}"),
-        ("output tokens (reported)", f"{_metric_sum(n.TOKEN_USAGE, token_type='output'):.0f}"),
+        ("input tokens (reported)", f"{_metric_sum(n.TOKEN_USAGE, {n.L_TOKEN_TYPE: n.TOKEN_INPUT}):.0f}"),
+        ("output tokens (reported)", f"{_metric_sum(n.TOKEN_USAGE, {n.L_TOKEN_TYPE: n.TOKEN_OUTPUT}):.0f}"),
         ("throttle decisions: admitted / waited",
-         f"{_metric_sum(n.THROTTLE_DECISIONS, decision='admitted'):.0f} / "
-         f"{_metric_sum(n.THROTTLE_DECISIONS, decision='waited'):.0f}"),
+         f"{_metric_sum(n.THROTTLE_DECISIONS, {n.L_DECISION: n.DECISION_ADMITTED}):.0f} / "
+         f"{_metric_sum(n.THROTTLE_DECISIONS, {n.L_DECISION: n.DECISION_WAITED}):.0f}"),
         ("seconds waited in the limiter", f"{_metric_sum(n.THROTTLE_WAIT):.1f}"),
         ("HTTP attempts / retries", f"{attempts:.0f} / {attempts - successes:.0f}"),
         ("429s received", f"{_metric_sum(n.RATE_LIMITED_RESPONSES):.0f}"),

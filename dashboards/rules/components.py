@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable
 
-from dashboards.promql import JOB, selector, sum_rate
+from dashboards.mixin import MixinConfig
+from dashboards.promql import JOB, Matchers, rule_selectors, sum_rate
 from dashboards.rules import recording as rec
-from dashboards.rules.config import RulesConfig
-from dashboards.rules.model import Alert, Group, Runbook, Scenario, Series, Severity, Windows
-from dashboards.rules.scenarios import above, histogram, job_labels, job_model, series
+from dashboards.rules.model import Alert, Group, Runbook, Scenario, Series, Severity, Windows, label_ref
+from dashboards.rules.scenarios import above, beyond, histogram, job_labels, job_model, series
 from dashboards.values import (
     ATTEMPT_RETRYABLE,
     ATTEMPT_SUCCESS,
@@ -26,16 +26,16 @@ from middleware.telemetry.names import (
     BREAKER_STATE,
     ESTIMATE_ERROR,
     FILES_REFUSED,
-    L_BACKEND,
     L_CAUSE,
     L_COMPONENT,
     L_ENDPOINT,
     L_ERROR_TYPE,
+    L_LIMITER_BACKEND,
     L_MODEL,
     L_OUTCOME,
     L_REASON,
     L_RESOURCE,
-    L_STATE,
+    L_STREAM_END,
     L_TOKEN_TYPE,
     LIMITER_FALLBACK_ACTIVE,
     OUTCOME_SUCCESS,
@@ -59,12 +59,18 @@ from middleware.telemetry.names import (
     MetricDef,
 )
 
-JM = (JOB, L_MODEL)
-_JM_TEXT = "Job {{ $labels.job }}, model {{ $labels.model }}"
+_JOB_TEXT = f"Job {label_ref(JOB)}"
+_JM_TEXT = f"{_JOB_TEXT}, model {label_ref(L_MODEL)}"
 
 
-def _s(m: MetricDef, eq: Mapping[str, str] | None = None, neq: Mapping[str, str] | None = None) -> str:
-    return selector(m, eq=eq, neq=neq, templated=False)
+def _sel(cfg: MixinConfig) -> Callable[..., str]:
+    """`_s(m, eq, neq)`: a rule selector carrying the config's matchers."""
+    sel = rule_selectors(cfg)
+
+    def _s(m: MetricDef, eq: Matchers | None = None, neq: Matchers | None = None) -> str:
+        return sel(m, eq=eq, neq=neq)
+
+    return _s
 
 
 def _alert(name: str, expr: str, for_: str, severity: Severity, summary: str, description: str,
@@ -72,21 +78,22 @@ def _alert(name: str, expr: str, for_: str, severity: Severity, summary: str, de
     return Alert(name, expr, for_, severity, summary, description, runbook, (scenario,))
 
 
-def _ok_calls(n: str) -> Series:
-    return series(REQUESTS, n, {L_OUTCOME: OUTCOME_SUCCESS, L_ERROR_TYPE: ""})
+def _ok_calls(cfg: MixinConfig, n: str) -> Series:
+    return series(cfg, REQUESTS, n, {L_OUTCOME: OUTCOME_SUCCESS, L_ERROR_TYPE: ""})
 
 
-def _attempts(values: str, outcome: str, reason: str) -> Series:
-    return series(ATTEMPTS, values, {L_OUTCOME: outcome, L_REASON: reason})
+def _attempts(cfg: MixinConfig, values: str, outcome: str, reason: str) -> Series:
+    return series(cfg, ATTEMPTS, values, {L_OUTCOME: outcome, L_REASON: reason})
 
 
-def _stream_ends(values: str) -> Series:
-    return series(STREAM_ENDS, values, {L_STATE: STREAM_END_COMPLETED})
+def _stream_ends(cfg: MixinConfig, values: str) -> Series:
+    return series(cfg, STREAM_ENDS, values, {L_STREAM_END: STREAM_END_COMPLETED})
 
 
-def retry_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
+def retry_alerts(cfg: MixinConfig, w: Windows) -> list[Alert]:
     """Retries, breakers, budget and terminal errors."""
-    ok = _attempts("0+60x40", ATTEMPT_SUCCESS, "")
+    _s, g = _sel(cfg), ", ".join(cfg.group_by)
+    ok = _attempts(cfg, "0+60x40", ATTEMPT_SUCCESS, "")
     return [
         _alert("LlmRetryRatioHigh", f"{rec.RETRY_RATIO} > {cfg.retry_ratio_max:g}", w("10m"), "warning",
                "Many calls need retries",
@@ -96,12 +103,12 @@ def retry_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
                        f"Reliability dashboard, Attempts by outcome and reason; query `{rec.RETRY_RATIO}`.",
                        "Find the dominant retry reason: 429 (see Rate limits), 5xx or timeouts (provider); "
                        "reduce concurrency or fail over.", "llm-reliability"),
-               Scenario((ok, _attempts("0+30x40", ATTEMPT_RETRYABLE, REASON_SERVER_ERROR), _ok_calls("0+60x40")),
-                        "1m", job_model())),
+               Scenario((ok, _attempts(cfg, "0+30x40", ATTEMPT_RETRYABLE, REASON_SERVER_ERROR),
+                         _ok_calls(cfg, "0+60x40")), "1m", job_model(cfg))),
         _alert("LlmCircuitBreakerOpen",
-               f"max by ({JOB}, {L_MODEL}, {L_ENDPOINT}) ({_s(BREAKER_STATE)}) == {BREAKER_OPEN_VALUE}",
+               f"max by ({g}, {L_MODEL}, {L_ENDPOINT}) ({_s(BREAKER_STATE)}) == {BREAKER_OPEN_VALUE}",
                w("1m"), "warning", "Circuit breaker open",
-               f"{_JM_TEXT}: the breaker for endpoint {{{{ $labels.endpoint }}}} is open; "
+               f"{_JM_TEXT}: the breaker for endpoint {label_ref(L_ENDPOINT)} is open; "
                "calls wait for a probe or fail.",
                Runbook("Consecutive upstream failures opened the breaker for this model and endpoint.",
                        "Calls to it send nothing upstream: they wait (up to breaker_max_wait_seconds) for a "
@@ -109,10 +116,10 @@ def retry_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
                        "Reliability dashboard, Breaker state and transitions, then Attempts by reason.",
                        "Check the provider status; route to another model; the breaker closes by itself once "
                        "probes succeed.", "llm-reliability"),
-               Scenario((series(BREAKER_STATE, "2x30", {L_ENDPOINT: "/chat/completions"}),), "0m",
-                        {**job_model(), L_ENDPOINT: "/chat/completions"})),
+               Scenario((series(cfg, BREAKER_STATE, "2x30", {L_ENDPOINT: "/chat/completions"}),), "0m",
+                        {**job_model(cfg), L_ENDPOINT: "/chat/completions"})),
         _alert("LlmRetryBudgetExhausted",
-               f"sum by ({JOB}, {L_MODEL}) (increase({_s(RETRY_BUDGET_EXHAUSTED)}[{w('5m')}])) > 0",
+               f"sum by ({g}, {L_MODEL}) (increase({_s(RETRY_BUDGET_EXHAUSTED)}[{w('5m')}])) > 0",
                w("5m"), "warning", "Retry budget exhausted",
                f"{_JM_TEXT}: retries were refused for 5m because the retry budget is spent.",
                Runbook("The retry budget (retries as a share of calls) is spent, so failures go to callers.",
@@ -120,9 +127,9 @@ def retry_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
                        "Reliability dashboard: Retry budget exhausted, Attempts by outcome and reason.",
                        "Fix the failure cause; raise the budget only if upstream is healthy and retries succeed.",
                        "llm-reliability"),
-               Scenario((series(RETRY_BUDGET_EXHAUSTED, "0+1x30"),), "1m", job_model())),
+               Scenario((series(cfg, RETRY_BUDGET_EXHAUSTED, "0+1x30"),), "1m", job_model(cfg))),
         _alert("LlmInsufficientQuota",
-               f"sum by ({JOB}, {L_MODEL}) (increase("
+               f"sum by ({g}, {L_MODEL}) (increase("
                f"{_s(ATTEMPTS, {L_OUTCOME: ATTEMPT_TERMINAL, L_REASON: REASON_INSUFFICIENT_QUOTA})}[{w('5m')}])) > 0",
                w("1m"), "critical", "OpenAI quota exhausted (insufficient_quota)",
                f"{_JM_TEXT}: calls fail with insufficient_quota; they will keep failing until billing is fixed.",
@@ -131,7 +138,8 @@ def retry_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
                        "Reliability dashboard, Terminal errors by reason; the organisation's billing page.",
                        "Add credit or raise the monthly spend limit; then confirm the panel drops to zero.",
                        "llm-reliability"),
-               Scenario((_attempts("0+1x30", ATTEMPT_TERMINAL, REASON_INSUFFICIENT_QUOTA),), "1m", job_model())),
+               Scenario((_attempts(cfg, "0+1x30", ATTEMPT_TERMINAL, REASON_INSUFFICIENT_QUOTA),), "1m",
+                        job_model(cfg))),
         _alert("LlmTerminalErrorRatioHigh", f"{rec.TERMINAL_RATIO} > {cfg.terminal_ratio_max:g}", w("10m"),
                "warning", "Many calls fail with non-retryable errors",
                f"{_JM_TEXT}: more than {cfg.terminal_ratio_max:.0%} of attempts fail terminally (other than quota).",
@@ -140,7 +148,7 @@ def retry_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
                        "Reliability dashboard, Terminal errors by reason; traces of failed calls.",
                        "Fix the request (size, parameters) or credentials; roll back a recent change.",
                        "llm-reliability"),
-               Scenario((ok, _attempts("0+60x40", ATTEMPT_TERMINAL, "invalid_request")), "1m", job_model())),
+               Scenario((ok, _attempts(cfg, "0+60x40", ATTEMPT_TERMINAL, "invalid_request")), "1m", job_model(cfg))),
         _alert("LlmUpstreamServerErrorsHigh", f"{rec.SERVER_ERROR_RATIO} > {cfg.server_error_ratio_max:g}", w("5m"),
                "warning", "Upstream 5xx rising",
                f"{_JM_TEXT}: more than {cfg.server_error_ratio_max:.0%} of attempts get 5xx from upstream.",
@@ -148,12 +156,13 @@ def retry_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
                        "Retries add latency and cost; the breaker may open.",
                        "Reliability dashboard, Upstream 5xx; the provider status page.",
                        "Wait it out with retries, or fail over to another model or region.", "llm-reliability"),
-               Scenario((ok, _attempts("0+60x40", ATTEMPT_RETRYABLE, REASON_SERVER_ERROR)), "1m", job_model())),
+               Scenario((ok, _attempts(cfg, "0+60x40", ATTEMPT_RETRYABLE, REASON_SERVER_ERROR)), "1m", job_model(cfg))),
     ]
 
 
-def limiter_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
+def limiter_alerts(cfg: MixinConfig, w: Windows) -> list[Alert]:
     """Throttling, 429s, capacity, Redis fallback and estimate drift."""
+    _s, g = _sel(cfg), ", ".join(cfg.group_by)
     tokens = {L_RESOURCE: RESOURCE_TOKENS}
     return [
         _alert("LlmThrottleWaitHigh", f"{rec.WAIT_P95} > {cfg.throttle_wait_p95_max_s:g}", w("15m"), "warning",
@@ -164,9 +173,9 @@ def limiter_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
                        f"Rate limits dashboard, Throttle wait p95 and Remaining capacity; query `{rec.WAIT_P95}`.",
                        "Spread the load, raise the account tier, or lower max_tokens so reservations are smaller.",
                        "llm-rate-limits"),
-               Scenario(histogram(THROTTLE_WAIT, above(math.inf, "0+10x40", "0+0x40")), "1m", job_model())),
+               Scenario(histogram(cfg, THROTTLE_WAIT, above(math.inf, "0+10x40", "0+0x40")), "1m", job_model(cfg))),
         _alert("LlmRateLimitedDespiteLimiter",
-               f"sum by ({JOB}, {L_MODEL}) (rate({_s(RATE_LIMITED_RESPONSES)}[{w('5m')}])) > "
+               f"sum by ({g}, {L_MODEL}) (rate({_s(RATE_LIMITED_RESPONSES)}[{w('5m')}])) > "
                f"{cfg.rate_limited_max_per_s:g}", w("10m"), "warning", "429s from upstream despite the limiter",
                f"{_JM_TEXT}: upstream 429 responses keep arriving although the limiter admits calls.",
                Runbook("The limiter's view of capacity is wrong: another client shares the key, limits changed, "
@@ -174,57 +183,60 @@ def limiter_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
                        "Rate limits dashboard: 429s despite the limiter, Learned limits, Estimate error p90.",
                        "Use the shared (Redis) limiter for every process on the key; lower configured limits.",
                        "llm-rate-limits"),
-               Scenario((series(RATE_LIMITED_RESPONSES, "0+6x30", tokens),), "3m", job_model())),
+               Scenario((series(cfg, RATE_LIMITED_RESPONSES, "0+6x30", tokens),), "3m", job_model(cfg))),
         _alert("LlmRateLimitCapacityLow",
-               f"min by ({JOB}, {L_MODEL}, {L_RESOURCE}) ({_s(RATELIMIT_REMAINING)} / {_s(RATELIMIT_LIMIT)}) < "
+               f"min by ({g}, {L_MODEL}, {L_RESOURCE}) ({_s(RATELIMIT_REMAINING)} / {_s(RATELIMIT_LIMIT)}) < "
                f"{cfg.remaining_capacity_min:g}", w("10m"), "warning", "Rate-limit capacity nearly spent",
-               f"{_JM_TEXT}: less than {cfg.remaining_capacity_min:.0%} of the {{{{ $labels.resource }}}} "
+               f"{_JM_TEXT}: less than {cfg.remaining_capacity_min:.0%} of the {label_ref(L_RESOURCE)} "
                "limit remains.",
-               Runbook("Remaining requests or tokens stayed under 10% of the limit.",
+               Runbook(f"Remaining requests or tokens stayed under {cfg.remaining_capacity_min:.0%} of the limit.",
                        "New calls wait for capacity; waits and refusals follow.",
                        "Rate limits dashboard, Remaining capacity ratio.",
                        "Reduce load or move some to another model; ask for a higher limit.", "llm-rate-limits"),
-               Scenario((series(RATELIMIT_REMAINING, "5x30", tokens), series(RATELIMIT_LIMIT, "100x30", tokens)),
-                        "0m", {**job_model(), **tokens})),
+               Scenario((series(cfg, RATELIMIT_REMAINING, f"{50 * cfg.remaining_capacity_min:g}x30", tokens),
+                         series(cfg, RATELIMIT_LIMIT, "100x30", tokens)),
+                        "0m", {**job_model(cfg), **tokens})),
         _alert("LlmLimiterRedisFallback",
-               f"max by ({JOB}, {L_BACKEND}) ({_s(LIMITER_FALLBACK_ACTIVE)}) == 1", w("2m"), "warning",
+               f"max by ({g}, {L_LIMITER_BACKEND}) ({_s(LIMITER_FALLBACK_ACTIVE)}) == 1", w("2m"), "warning",
                "Shared limiter unreachable: local fallback in use",
-               "Job {{ $labels.job }}: the {{ $labels.backend }} limiter backend is unreachable; each process "
+               f"{_JOB_TEXT}: the {label_ref(L_LIMITER_BACKEND)} limiter backend is unreachable; each process "
                "limits alone.",
                Runbook("The shared limiter backend (Redis) cannot be reached; processes fall back to local limits.",
                        "The fleet as a whole can exceed the account's limits: expect 429s.",
                        "Rate limits dashboard, Redis fallback active and Limiter decision time; Redis logs.",
                        "Restore Redis (health, memory, network); processes switch back by themselves.",
                        "llm-rate-limits"),
-               Scenario((series(LIMITER_FALLBACK_ACTIVE, "1x30", {L_BACKEND: "redis"}),), "0m",
-                        job_labels({L_BACKEND: "redis"}))),
+               Scenario((series(cfg, LIMITER_FALLBACK_ACTIVE, "1x30", {L_LIMITER_BACKEND: "redis"}),), "0m",
+                        job_labels(cfg, {L_LIMITER_BACKEND: "redis"}))),
         _alert("LlmTokenEstimateDrift", f"{rec.ESTIMATE_ERROR_P90} > {cfg.estimate_error_p90_max:g}", w("30m"),
                "warning", "Token estimates drifting",
-               f"{_JM_TEXT}: p90 {{{{ $labels.token_type }}}} estimate error above "
+               f"{_JM_TEXT}: p90 {label_ref(L_TOKEN_TYPE)} estimate error above "
                f"{cfg.estimate_error_p90_max:.0%} for 30m.",
-               Runbook("Pre-call token estimates differ from reported usage by more than 15% for most calls.",
+               Runbook(f"Pre-call token estimates differ from reported usage by more than "
+                       f"{cfg.estimate_error_p90_max:.0%} for most calls.",
                        "Reservations are wrong: under-estimates cause 429s, over-estimates waste capacity.",
                        "Token estimation dashboard, Estimate error ratio and Estimates by estimator.",
                        "Check for the tokenizer fallback, new request shapes (tools, images) or a new model "
                        "encoding; update the estimator.", "llm-token-estimation"),
-               Scenario(histogram(ESTIMATE_ERROR, above(0.2, "0+10x60", "0+0x60"), {L_TOKEN_TYPE: TOKEN_INPUT}),
-                        "1m", {**job_model(), L_TOKEN_TYPE: TOKEN_INPUT})),
-        _alert("LlmTokenizerFallbackActive", f"max by ({JOB}) ({_s(TOKENIZER_FALLBACK)}) == 1", w("10m"), "warning",
+               Scenario(histogram(cfg, ESTIMATE_ERROR, above(beyond(ESTIMATE_ERROR, cfg.estimate_error_p90_max),
+                                                             "0+10x60", "0+0x60"), {L_TOKEN_TYPE: TOKEN_INPUT}),
+                        "1m", {**job_model(cfg), L_TOKEN_TYPE: TOKEN_INPUT})),
+        _alert("LlmTokenizerFallbackActive", f"max by ({g}) ({_s(TOKENIZER_FALLBACK)}) == 1", w("10m"), "warning",
                "Tokenizer data missing: fallback estimates in use",
-               "Job {{ $labels.job }}: tiktoken data could not be loaded; token estimates are coarse.",
+               f"{_JOB_TEXT}: tiktoken data could not be loaded; token estimates are coarse.",
                Runbook("The tokenizer encodings could not be loaded, so a character-based estimate is used.",
                        "Estimates are less accurate: more 429s or wasted capacity.",
                        "Token estimation dashboard, Tokenizer fallback active; application logs at startup.",
                        "Provide the encodings in TIKTOKEN_CACHE_DIR (or allow the download) and restart.",
                        "llm-token-estimation"),
-               Scenario((series(TOKENIZER_FALLBACK, "1x30"),), "0m", job_labels())),
+               Scenario((series(cfg, TOKENIZER_FALLBACK, "1x30"),), "0m", job_labels(cfg))),
     ]
 
 
-def streaming_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
+def streaming_alerts(cfg: MixinConfig, w: Windows) -> list[Alert]:
     """First chunk latency, interruptions, stalls, resumptions and throughput."""
-    ends = _stream_ends("0+10x40")
-    collapsed = histogram(STREAM_THROUGHPUT, lambda b: "0+10x90" if b >= 100 else (
+    ends = _stream_ends(cfg, "0+10x40")
+    collapsed = histogram(cfg, STREAM_THROUGHPUT, lambda b: "0+10x90" if b >= 100 else (
         "0+0x60 10+10x29" if b >= 10 else "0+0x90"))
     return [
         _alert("LlmTimeToFirstChunkHigh", f"{rec.TTFC_P95} > {cfg.ttfc_p95_max_s:g}", w("10m"), "warning",
@@ -234,7 +246,8 @@ def streaming_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
                        "Users wait before seeing any output.",
                        "Streaming dashboard, Time to first chunk with exemplars; Rate limits for waits.",
                        "Shorten prompts, use a faster model, or check the provider's latency.", "llm-streaming"),
-               Scenario(histogram(TIME_TO_FIRST_CHUNK, above(10.24, "0+10x40", "0+0x40")), "1m", job_model())),
+               Scenario(histogram(cfg, TIME_TO_FIRST_CHUNK, above(beyond(TIME_TO_FIRST_CHUNK, cfg.ttfc_p95_max_s),
+                                                                  "0+10x40", "0+0x40")), "1m", job_model(cfg))),
         _alert("LlmStreamInterruptionsHigh", f"{rec.INTERRUPTION_RATIO} > {cfg.stream_interruption_ratio_max:g}",
                w("10m"), "warning", "Streams interrupted often",
                f"{_JM_TEXT}: more than {cfg.stream_interruption_ratio_max:.0%} of streams are interrupted.",
@@ -243,7 +256,8 @@ def streaming_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
                        "Streaming dashboard, Interruptions by cause and Resumptions by outcome.",
                        "Connection causes: check proxies and idle timeouts; server errors: the provider.",
                        "llm-streaming"),
-               Scenario((ends, series(STREAM_INTERRUPTIONS, "0+1x40", {L_CAUSE: "connection"})), "1m", job_model())),
+               Scenario((ends, series(cfg, STREAM_INTERRUPTIONS, "0+1x40", {L_CAUSE: "connection"})), "1m",
+                        job_model(cfg))),
         _alert("LlmStreamStallsHigh", f"{rec.STALL_RATIO} > {cfg.stream_stall_ratio_max:g}", w("10m"), "warning",
                "Streams stall often",
                f"{_JM_TEXT}: more than {cfg.stream_stall_ratio_max:.0%} of streams stall.",
@@ -252,7 +266,7 @@ def streaming_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
                        "Streaming dashboard, Stalls and Time per chunk p95.",
                        "Check the provider; raise the stall timeout if long pauses are normal for the model.",
                        "llm-streaming"),
-               Scenario((ends, series(STREAM_STALLS, "0+1x40")), "1m", job_model())),
+               Scenario((ends, series(cfg, STREAM_STALLS, "0+1x40")), "1m", job_model(cfg))),
         _alert("LlmStreamResumptionFailures", f"{rec.RESUME_FAILURE_RATIO} > {cfg.resumption_failure_ratio_max:g}",
                w("10m"), "warning", "Stream resumptions failing",
                f"{_JM_TEXT}: more than {cfg.resumption_failure_ratio_max:.0%} of resumptions fail.",
@@ -261,8 +275,9 @@ def streaming_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
                        "Streaming dashboard, Resumptions by outcome and Checkpoints written.",
                        "Check the checkpoint store and that background mode responses are still retrievable.",
                        "llm-streaming"),
-               Scenario((series(STREAM_RESUMPTIONS, "0+5x40", {L_OUTCOME: RESUME_FAILURE}),
-                         series(STREAM_RESUMPTIONS, "0+5x40", {L_OUTCOME: RESUME_SUCCESS})), "1m", job_model())),
+               Scenario((series(cfg, STREAM_RESUMPTIONS, "0+5x40", {L_OUTCOME: RESUME_FAILURE}),
+                         series(cfg, STREAM_RESUMPTIONS, "0+5x40", {L_OUTCOME: RESUME_SUCCESS})), "1m",
+                        job_model(cfg))),
         _alert("LlmStreamThroughputCollapse",
                f"{rec.THROUGHPUT_P50} < {cfg.throughput_collapse_factor:g} * {rec.avg_name(rec.THROUGHPUT_P50)}",
                w("10m"), "warning", "Stream throughput collapsed",
@@ -272,42 +287,43 @@ def streaming_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
                        "Long answers take much longer; deadlines may be missed.",
                        "Streaming dashboard, Output tokens per second per stream and Time per chunk.",
                        "Usually provider-side: switch model or region, or reduce output length.", "llm-streaming"),
-               Scenario(collapsed, "63m", job_model())),
+               Scenario(collapsed, "63m", job_model(cfg))),
     ]
 
 
-def ops_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
+def ops_alerts(cfg: MixinConfig, w: Windows) -> list[Alert]:
     """File refusals and telemetry errors."""
-    now = sum_rate(_s(FILES_REFUSED), (JOB, L_REASON), w("5m"))
-    before = f"sum by ({JOB}, {L_REASON}) (rate({_s(FILES_REFUSED)}[{w('1h')}] offset {w('5m')}))"
+    _s, g = _sel(cfg), ", ".join(cfg.group_by)
+    now = sum_rate(_s(FILES_REFUSED), (*cfg.group_by, L_REASON), w("5m"))
+    before = f"sum by ({g}, {L_REASON}) (rate({_s(FILES_REFUSED)}[{w('1h')}] offset {w('5m')}))"
     return [
         _alert("LlmFileRefusalsSpike",
-               f"{now} > {cfg.file_refusals_min_per_s:g}\nunless on ({JOB}, {L_REASON})\n"
+               f"{now} > {cfg.file_refusals_min_per_s:g}\nunless on ({g}, {L_REASON})\n"
                f"{now} <= {cfg.file_refusals_spike_factor:g} * {before}", w("5m"), "warning",
                "File refusals spiking",
-               "Job {{ $labels.job }}: files refused for reason {{ $labels.reason }} at more than "
+               f"{_JOB_TEXT}: files refused for reason {label_ref(L_REASON)} at more than "
                f"{cfg.file_refusals_spike_factor:g}x the last hour's rate.",
                Runbook("Many files are refused by the confined reader (escape, special, too large, binary...).",
                        "The affected files are not processed; 'escape' may be an attack through paths.",
                        "Operations dashboard, Files read and refused by reason.",
                        "Escape/special: find the caller supplying paths; too_large/binary: fix the input set.",
                        "llm-operations"),
-               Scenario((series(FILES_REFUSED, "0+10x30", {L_REASON: "escape"}),), "4m",
-                        job_labels({L_REASON: "escape"}))),
+               Scenario((series(cfg, FILES_REFUSED, "0+10x30", {L_REASON: "escape"}),), "4m",
+                        job_labels(cfg, {L_REASON: "escape"}))),
         _alert("LlmTelemetryErrors",
-               f"sum by ({JOB}, {L_COMPONENT}) (increase({_s(TELEMETRY_ERRORS)}[{w('5m')}])) > 0", w("5m"),
+               f"sum by ({g}, {L_COMPONENT}) (increase({_s(TELEMETRY_ERRORS)}[{w('5m')}])) > 0", w("5m"),
                "warning", "Telemetry failing",
-               "Job {{ $labels.job }}: the {{ $labels.component }} telemetry component keeps failing; data is lost.",
+               f"{_JOB_TEXT}: the {label_ref(L_COMPONENT)} telemetry component keeps failing; data is lost.",
                Runbook("Telemetry failures were swallowed to keep calls going (exporter, recorder).",
                        "Traces or metrics are missing; calls are unaffected.",
                        "Operations dashboard, Telemetry errors; application logs (logged once per failure kind).",
                        "Check the OpenTelemetry Collector endpoint and its health.", "llm-operations"),
-               Scenario((series(TELEMETRY_ERRORS, "0+1x30", {L_COMPONENT: "exporter"}),), "1m",
-                        job_labels({L_COMPONENT: "exporter"}))),
+               Scenario((series(cfg, TELEMETRY_ERRORS, "0+1x30", {L_COMPONENT: "exporter"}),), "1m",
+                        job_labels(cfg, {L_COMPONENT: "exporter"}))),
     ]
 
 
-def component_groups(cfg: RulesConfig, w: Windows) -> list[Group]:
+def component_groups(cfg: MixinConfig, w: Windows) -> list[Group]:
     """One group per area."""
     return [
         Group(f"{PREFIX}.retry.alerts", "retry-alerts.yml", alerts=tuple(retry_alerts(cfg, w))),

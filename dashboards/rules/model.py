@@ -10,6 +10,11 @@ from dashboards.promql import format_duration, parse_duration, scale_duration
 Severity = Literal["critical", "warning"]
 
 
+def label_ref(label: str) -> str:
+    """`{{ $labels.<label> }}`: a label's value in an alert annotation."""
+    return "{{ $labels." + label + " }}"
+
+
 @dataclass(frozen=True)
 class Windows:
     """Scales every window, `for:` and offset so that a test can run hours of rules in minutes."""
@@ -32,10 +37,21 @@ class Recording:
 
 @dataclass(frozen=True)
 class Series:
-    """One promtool input series: `series` selector text and an expanding-notation `values`."""
+    """One promtool input series: a metric name, its labels and an expanding-notation `values`."""
 
-    series: str
+    name: str
+    labels: dict[str, str]
     values: str
+
+    @property
+    def series(self) -> str:
+        """The series as promtool reads it, e.g. `x_total{job="demo", model="gpt-4o"}`."""
+        body = ", ".join(f'{k}="{v}"' for k, v in sorted(self.labels.items()))
+        return f"{self.name}{{{body}}}"
+
+    def relabel(self, labels: dict[str, str]) -> Series:
+        """The same series with some labels replaced."""
+        return Series(self.name, {**self.labels, **labels}, self.values)
 
 
 @dataclass(frozen=True)

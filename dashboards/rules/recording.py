@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from dashboards.mixin import MixinConfig
 from dashboards.prices import PRICE_RECORD, price_per_token
-from dashboards.promql import JOB, LE, Matchers, quantile, selector, sum_rate
-from dashboards.rules.config import RulesConfig
+from dashboards.promql import JOB, LE, quantile, rule_selectors, sum_rate
 from dashboards.rules.model import Group, Recording, Windows
 from dashboards.values import ATTEMPT_TERMINAL, REASON_INSUFFICIENT_QUOTA, REASON_SERVER_ERROR, RESUME_FAILURE
 from middleware.telemetry.names import (
@@ -33,11 +33,9 @@ from middleware.telemetry.names import (
 )
 
 SLO_WINDOWS = ("5m", "30m", "1h", "6h", "3d")
+# The level of a record name: the labels it keeps besides the config's group_by (which add to `job`, as
+# the kubernetes mixin's records keep `cluster` without naming it).
 JM = (JOB, L_MODEL)
-
-
-def _s(m: MetricDef, family: str | None = None, eq: Matchers | None = None, neq: Matchers | None = None) -> str:
-    return selector(m, family, eq, neq=neq, templated=False)
 
 
 def name(level: tuple[str, ...], m: MetricDef | str, op: str) -> str:
@@ -79,49 +77,52 @@ def _ratio(num: str, den: str, labels: tuple[str, ...], window: str) -> str:
     return f"{sum_rate(num, labels, window)} / {sum_rate(den, labels, window)}"
 
 
-def slo_group(cfg: RulesConfig, w: Windows) -> Group:
+def slo_group(cfg: MixinConfig, w: Windows) -> Group:
     """Error and slow-call ratios over every SLO window."""
+    _s, g = rule_selectors(cfg), cfg.group_by
     rules: list[Recording] = []
     err, all_ = _s(REQUESTS, eq={L_OUTCOME: OUTCOME_ERROR}), _s(REQUESTS)
     fast = _s(OPERATION_DURATION, bucket(OPERATION_DURATION), eq={LE: cfg.latency_le})
     calls = _s(OPERATION_DURATION, count(OPERATION_DURATION))
     for win in SLO_WINDOWS:
-        rules.append(Recording(ERROR_RATIO[win], _ratio(err, all_, (JOB,), w(win))))
-        rules.append(Recording(SLOW_RATIO[win], f"1 - ({_ratio(fast, calls, (JOB,), w(win))})"))
+        rules.append(Recording(ERROR_RATIO[win], _ratio(err, all_, g, w(win))))
+        rules.append(Recording(SLOW_RATIO[win], f"1 - ({_ratio(fast, calls, g, w(win))})"))
     return Group(f"{PREFIX}.slo.recording", "slo-recording.yml", recordings=tuple(rules))
 
 
-def rates_group(cfg: RulesConfig, w: Windows) -> Group:
-    """5m rates, ratios and quantiles per job and model, the cost and the price table."""
+def rates_group(cfg: MixinConfig, w: Windows) -> Group:
+    """5m rates, ratios and quantiles per group (job) and model, the cost and the price table."""
+    _s, g = rule_selectors(cfg), cfg.group_by
+    gm = (*g, L_MODEL)
     win = w("5m")
     attempts = _s(ATTEMPTS)
     rules = [
-        Recording(REQUEST_RATE, sum_rate(_s(REQUESTS), (JOB,), win)),
+        Recording(REQUEST_RATE, sum_rate(_s(REQUESTS), g, win)),
         Recording(avg_name(REQUEST_RATE), f"avg_over_time({REQUEST_RATE}[{w('1h')}])"),
         Recording(stddev_name(REQUEST_RATE), f"stddev_over_time({REQUEST_RATE}[{w('1h')}])"),
-        Recording(TOKEN_RATE, sum_rate(_s(TOKEN_USAGE, total(TOKEN_USAGE)), (JOB, L_TOKEN_TYPE), win)),
+        Recording(TOKEN_RATE, sum_rate(_s(TOKEN_USAGE, total(TOKEN_USAGE)), (*g, L_TOKEN_TYPE), win)),
         Recording(avg_name(TOKEN_RATE), f"avg_over_time({TOKEN_RATE}[{w('1h')}])"),
         Recording(stddev_name(TOKEN_RATE), f"stddev_over_time({TOKEN_RATE}[{w('1h')}])"),
-        Recording(COST_RATE, f"sum by ({JOB}, {L_MODEL}) ("
-                  f"{sum_rate(_s(TOKEN_USAGE, total(TOKEN_USAGE)), (*JM, L_TOKEN_TYPE), win)}"
+        Recording(COST_RATE, f"sum by ({', '.join(gm)}) ("
+                  f"{sum_rate(_s(TOKEN_USAGE, total(TOKEN_USAGE)), (*gm, L_TOKEN_TYPE), win)}"
                   f" * on ({L_MODEL}, {L_TOKEN_TYPE}) group_left () {PRICE_RECORD})"),
-        Recording(RETRY_RATIO, f"clamp_min({sum_rate(attempts, JM, win)} - {sum_rate(_s(REQUESTS), JM, win)}, 0)"
-                  f" / {sum_rate(_s(REQUESTS), JM, win)}"),
+        Recording(RETRY_RATIO, f"clamp_min({sum_rate(attempts, gm, win)} - {sum_rate(_s(REQUESTS), gm, win)}, 0)"
+                  f" / {sum_rate(_s(REQUESTS), gm, win)}"),
         Recording(TERMINAL_RATIO, _ratio(
             _s(ATTEMPTS, eq={L_OUTCOME: ATTEMPT_TERMINAL}, neq={L_REASON: REASON_INSUFFICIENT_QUOTA}),
-            attempts, JM, win)),
-        Recording(SERVER_ERROR_RATIO, _ratio(_s(ATTEMPTS, eq={L_REASON: REASON_SERVER_ERROR}), attempts, JM, win)),
-        Recording(LATENCY_P95, quantile(0.95, _s(OPERATION_DURATION, bucket(OPERATION_DURATION)), JM, win)),
-        Recording(WAIT_P95, quantile(0.95, _s(THROTTLE_WAIT, bucket(THROTTLE_WAIT)), JM, win)),
-        Recording(TTFC_P95, quantile(0.95, _s(TIME_TO_FIRST_CHUNK, bucket(TIME_TO_FIRST_CHUNK)), JM, win)),
-        Recording(THROUGHPUT_P50, quantile(0.5, _s(STREAM_THROUGHPUT, bucket(STREAM_THROUGHPUT)), JM, win)),
+            attempts, gm, win)),
+        Recording(SERVER_ERROR_RATIO, _ratio(_s(ATTEMPTS, eq={L_REASON: REASON_SERVER_ERROR}), attempts, gm, win)),
+        Recording(LATENCY_P95, quantile(0.95, _s(OPERATION_DURATION, bucket(OPERATION_DURATION)), gm, win)),
+        Recording(WAIT_P95, quantile(0.95, _s(THROTTLE_WAIT, bucket(THROTTLE_WAIT)), gm, win)),
+        Recording(TTFC_P95, quantile(0.95, _s(TIME_TO_FIRST_CHUNK, bucket(TIME_TO_FIRST_CHUNK)), gm, win)),
+        Recording(THROUGHPUT_P50, quantile(0.5, _s(STREAM_THROUGHPUT, bucket(STREAM_THROUGHPUT)), gm, win)),
         Recording(avg_name(THROUGHPUT_P50), f"avg_over_time({THROUGHPUT_P50}[{w('1h')}])"),
         Recording(ESTIMATE_ERROR_P90, quantile(0.9, _s(ESTIMATE_ERROR, bucket(ESTIMATE_ERROR)),
-                                               (*JM, L_TOKEN_TYPE), win)),
-        Recording(INTERRUPTION_RATIO, _ratio(_s(STREAM_INTERRUPTIONS), _s(STREAM_ENDS), JM, win)),
-        Recording(STALL_RATIO, _ratio(_s(STREAM_STALLS), _s(STREAM_ENDS), JM, win)),
+                                               (*gm, L_TOKEN_TYPE), win)),
+        Recording(INTERRUPTION_RATIO, _ratio(_s(STREAM_INTERRUPTIONS), _s(STREAM_ENDS), gm, win)),
+        Recording(STALL_RATIO, _ratio(_s(STREAM_STALLS), _s(STREAM_ENDS), gm, win)),
         Recording(RESUME_FAILURE_RATIO, _ratio(_s(STREAM_RESUMPTIONS, eq={L_OUTCOME: RESUME_FAILURE}),
-                                               _s(STREAM_RESUMPTIONS), JM, win)),
+                                               _s(STREAM_RESUMPTIONS), gm, win)),
     ]
     prices = [Recording(PRICE_RECORD, f"vector({p!r})", {L_MODEL: model, L_TOKEN_TYPE: tt})
               for model, tt, p in price_per_token()]

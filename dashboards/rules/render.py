@@ -8,8 +8,10 @@ from typing import Any
 
 import yaml
 
+from dashboards.mixin import DEFAULT, MixinConfig
 from dashboards.promql import format_duration, parse_duration
 from dashboards.rules.model import Alert, Group
+from dashboards.rules.scenarios import decoy_labels
 
 RUNBOOK_DIR = "docs/runbooks"
 RULES_DIR = "deploy/prometheus/rules"
@@ -34,14 +36,14 @@ def dump(data: Any) -> str:
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=120, allow_unicode=True)
 
 
-def runbook_url(alert: Alert) -> str:
-    """Where the alert's runbook lives (repository-relative)."""
-    return f"{RUNBOOK_DIR}/{alert.name}.md"
+def runbook_url(alert: Alert, cfg: MixinConfig = DEFAULT) -> str:
+    """Where the alert's runbook lives (by default repository-relative: docs/runbooks/<alert>.md)."""
+    return cfg.runbook_link(alert.name)
 
 
-def alert_annotations(alert: Alert) -> dict[str, str]:
+def alert_annotations(alert: Alert, cfg: MixinConfig = DEFAULT) -> dict[str, str]:
     """The alert's annotations."""
-    return {"summary": alert.summary, "description": alert.description, "runbook_url": runbook_url(alert)}
+    return {"summary": alert.summary, "description": alert.description, "runbook_url": runbook_url(alert, cfg)}
 
 
 def alert_labels(alert: Alert) -> dict[str, str]:
@@ -49,16 +51,21 @@ def alert_labels(alert: Alert) -> dict[str, str]:
     return {SEVERITY: alert.severity, **alert.labels}
 
 
-def rule_file(group: Group) -> str:
-    """One Prometheus rule file holding `group`."""
+def rule_group(group: Group, cfg: MixinConfig = DEFAULT) -> dict[str, Any]:
+    """One rule group as Prometheus (and the PrometheusRule spec) reads it."""
     rules: list[dict[str, Any]] = []
     for r in group.recordings:
         rules.append({"record": r.record, "expr": r.expr, **({"labels": dict(r.labels)} if r.labels else {})})
     for a in group.alerts:
         rules.append({"alert": a.name, "expr": a.expr, "for": a.for_, "labels": alert_labels(a),
-                      "annotations": alert_annotations(a)})
+                      "annotations": alert_annotations(a, cfg)})
     body: dict[str, Any] = {"name": group.name, **({"interval": group.interval} if group.interval else {})}
-    return dump({"groups": [{**body, "rules": rules}]})
+    return {**body, "rules": rules}
+
+
+def rule_file(group: Group, cfg: MixinConfig = DEFAULT) -> str:
+    """One Prometheus rule file holding `group`."""
+    return dump({"groups": [rule_group(group, cfg)]})
 
 
 def render_template(text: str, labels: dict[str, str]) -> str:
@@ -69,19 +76,25 @@ def render_template(text: str, labels: dict[str, str]) -> str:
     return out
 
 
-def test_file(group: Group, recording: list[Group]) -> str:
-    """promtool tests for every alert of `group`: quiet one interval before `for:` elapses, firing when it does."""
+def test_file(group: Group, recording: list[Group], cfg: MixinConfig = DEFAULT) -> str:
+    """promtool tests for every alert of `group`: quiet one interval before `for:` elapses, firing when it does.
+
+    With a selector in `cfg`, every input series also has a decoy outside the selector (see
+    :func:`dashboards.rules.scenarios.decoy_labels`): a query without the selector fires one alert too many.
+    """
+    decoy = decoy_labels(cfg)
     tests: list[dict[str, Any]] = []
     for a in group.alerts:
         for sc in a.scenarios:
             labels = {**sc.labels, **alert_labels(a)}
-            ann = {k: render_template(v, labels) for k, v in alert_annotations(a).items()}
+            ann = {k: render_template(v, labels) for k, v in alert_annotations(a, cfg).items()}
             fires = a.fires_at(sc)
             before = format_duration(parse_duration(fires) - parse_duration(sc.interval))
+            inputs = [*sc.inputs, *(s.relabel(decoy) for s in sc.inputs)] if decoy else list(sc.inputs)
             tests.append({
                 "name": f"{a.name} fires after {a.for_} from {sc.starts}",
                 "interval": sc.interval,
-                "input_series": [{"series": s.series, "values": s.values} for s in sc.inputs],
+                "input_series": [{"series": s.series, "values": s.values} for s in inputs],
                 "alert_rule_test": [
                     {"eval_time": before, "alertname": a.name, "exp_alerts": []},
                     {"eval_time": fires, "alertname": a.name,
@@ -112,14 +125,19 @@ def runbook(alert: Alert) -> str:
     ])
 
 
-def render(groups: list[Group], root: Path, *, with_tests: bool = True) -> dict[Path, str]:
-    """Every generated file (rules, tests, runbooks) by path under `root`."""
+def render(groups: list[Group], root: Path, *, with_tests: bool = True, cfg: MixinConfig = DEFAULT,
+           rules_dir: str = RULES_DIR, tests_dir: str = TESTS_DIR, runbook_dir: str = RUNBOOK_DIR) -> dict[Path, str]:
+    """Every generated file (rules, tests, runbooks) by path under `root`.
+
+    The test files name the rule files as `../<rules_dir's last part>/<file>`: keep the two directories
+    siblings.
+    """
     out: dict[Path, str] = {}
     recording = [g for g in groups if g.recordings]
     for g in groups:
-        out[root / RULES_DIR / g.file] = rule_file(g)
+        out[root / rules_dir / g.file] = rule_file(g, cfg)
         if g.alerts and with_tests:
-            out[root / TESTS_DIR / g.file.replace(".yml", "_test.yml")] = test_file(g, recording)
+            out[root / tests_dir / g.file.replace(".yml", "_test.yml")] = test_file(g, recording, cfg)
         for a in g.alerts:
-            out[root / RUNBOOK_DIR / f"{a.name}.md"] = runbook(a)
+            out[root / runbook_dir / f"{a.name}.md"] = runbook(a)
     return out

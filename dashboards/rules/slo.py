@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from dashboards.mixin import MixinConfig
 from dashboards.promql import JOB
 from dashboards.rules import recording as rec
-from dashboards.rules.config import RulesConfig
-from dashboards.rules.model import Alert, Group, Runbook, Scenario, Series, Windows
+from dashboards.rules.model import Alert, Group, Runbook, Scenario, Series, Windows, label_ref
 from dashboards.rules.scenarios import above, histogram, job_labels, series
 from middleware.telemetry.names import (
     L_ERROR_TYPE,
@@ -46,7 +46,7 @@ BURNS = (
 SLO_LABEL = "slo"
 
 
-def _budget_alerts(cfg: RulesConfig, w: Windows, kind: str) -> list[Alert]:
+def _budget_alerts(cfg: MixinConfig, w: Windows, kind: str) -> list[Alert]:
     availability = kind == "availability"
     objective = cfg.availability_objective if availability else cfg.latency_objective
     budget = round(1 - objective, 10)
@@ -54,13 +54,13 @@ def _budget_alerts(cfg: RulesConfig, w: Windows, kind: str) -> list[Alert]:
     what = "failed calls" if availability else f"calls slower than {cfg.latency_threshold_s:g}s"
     if availability:
         inputs: tuple[Series, ...] = (
-            series(REQUESTS, "0+60x150", {L_OUTCOME: OUTCOME_SUCCESS, L_ERROR_TYPE: ""}),
-            series(REQUESTS, "0+60x150", {L_OUTCOME: OUTCOME_ERROR, L_ERROR_TYPE: "APIConnectionError"}),
+            series(cfg, REQUESTS, "0+60x150", {L_OUTCOME: OUTCOME_SUCCESS, L_ERROR_TYPE: ""}),
+            series(cfg, REQUESTS, "0+60x150", {L_OUTCOME: OUTCOME_ERROR, L_ERROR_TYPE: "APIConnectionError"}),
         )
     else:
         labels = {L_ERROR_TYPE: ""}
-        inputs = (*histogram(OPERATION_DURATION, above(math.inf, "0+10x150", "0+0x150"), labels),
-                  series(OPERATION_DURATION, "0+10x150", labels, count(OPERATION_DURATION)))
+        inputs = (*histogram(cfg, OPERATION_DURATION, above(math.inf, "0+10x150", "0+0x150"), labels),
+                  series(cfg, OPERATION_DURATION, "0+10x150", labels, count(OPERATION_DURATION)))
     out = []
     for b in BURNS:
         threshold = f"({b.factor:g} * {budget:g})"
@@ -71,7 +71,7 @@ def _budget_alerts(cfg: RulesConfig, w: Windows, kind: str) -> list[Alert]:
             for_=w(b.for_),
             severity=b.severity,  # type: ignore[arg-type]
             summary=f"{kind.capitalize()} error budget burning {b.factor:g}x too fast",
-            description=(f"Job {{{{ $labels.job }}}}: {what} exceed {b.factor:g}x the error budget "
+            description=(f"Job {label_ref(JOB)}: {what} exceed {b.factor:g}x the error budget "
                          f"({budget:g} of calls) over both {b.long} and {b.short}; objective {objective:g}."),
             labels={SLO_LABEL: kind},
             runbook=Runbook(
@@ -86,12 +86,12 @@ def _budget_alerts(cfg: RulesConfig, w: Windows, kind: str) -> list[Alert]:
                            "another model or region; for latency, lower max_tokens or enable streaming.",
                 dashboard="llm-overview",
             ),
-            scenarios=(Scenario(inputs, "1m", job_labels()),),
+            scenarios=(Scenario(inputs, "1m", job_labels(cfg)),),
         ))
     return out
 
 
-def _anomaly(cfg: RulesConfig, w: Windows, record: str, on: tuple[str, ...], min_rate: float) -> str:
+def _anomaly(cfg: MixinConfig, w: Windows, record: str, on: tuple[str, ...], min_rate: float) -> str:
     """z-score band (vs 1h ago), seasonal guard (vs last week when it exists) and a drop-to-zero guard.
 
     The band needs a baseline: the record must have existed an hour ago, so the 1h window (taken 30m
@@ -114,13 +114,13 @@ def _anomaly(cfg: RulesConfig, w: Windows, record: str, on: tuple[str, ...], min
             f"\nor {join} (\n{dropped}\n)")
 
 
-def anomaly_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
+def anomaly_alerts(cfg: MixinConfig, w: Windows) -> list[Alert]:
     """Request-rate and token-usage anomalies."""
-    req_spike = series(REQUESTS, "0+60x100 6600+600x40", {L_OUTCOME: OUTCOME_SUCCESS, L_ERROR_TYPE: ""})
-    req_drop = series(REQUESTS, "0+60x100 6000+0x40", {L_OUTCOME: OUTCOME_SUCCESS, L_ERROR_TYPE: ""})
+    req_spike = series(cfg, REQUESTS, "0+60x100 6600+600x40", {L_OUTCOME: OUTCOME_SUCCESS, L_ERROR_TYPE: ""})
+    req_drop = series(cfg, REQUESTS, "0+60x100 6000+0x40", {L_OUTCOME: OUTCOME_SUCCESS, L_ERROR_TYPE: ""})
     tok = {L_TOKEN_TYPE: TOKEN_INPUT}
-    tok_spike = series(TOKEN_USAGE, "0+6000x100 660000+60000x40", tok, total(TOKEN_USAGE))
-    tok_drop = series(TOKEN_USAGE, "0+6000x100 600000+0x40", tok, total(TOKEN_USAGE))
+    tok_spike = series(cfg, TOKEN_USAGE, "0+6000x100 660000+60000x40", tok, total(TOKEN_USAGE))
+    tok_drop = series(cfg, TOKEN_USAGE, "0+6000x100 600000+0x40", tok, total(TOKEN_USAGE))
     common = dict(
         impact="Unexpected load changes cost (spikes) or signal that callers are failing upstream of us (drops).",
         mitigation="A spike: find the caller (traces by service) and cap it with the limiter or a budget. "
@@ -129,10 +129,10 @@ def anomaly_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
     return [
         Alert(
             name="LlmRequestRateAnomalous",
-            expr=_anomaly(cfg, w, rec.REQUEST_RATE, (JOB,), cfg.anomaly_min_request_rate),
+            expr=_anomaly(cfg, w, rec.REQUEST_RATE, cfg.group_by, cfg.anomaly_min_request_rate),
             for_=w("10m"), severity="warning",
             summary="Request rate far outside its usual band",
-            description=("Job {{ $labels.job }}: the 5m request rate left its 1h band (more than "
+            description=(f"Job {label_ref(JOB)}: the 5m request rate left its 1h band (more than "
                          f"{cfg.anomaly_sigmas:g} standard deviations and {cfg.anomaly_min_relative_change:.0%}), "
                          "differs from the same time last week if known, or dropped to zero."),
             runbook=Runbook(
@@ -140,27 +140,27 @@ def anomaly_alerts(cfg: RulesConfig, w: Windows) -> list[Alert]:
                 diagnosis=f"Overview dashboard, Requests per second; query `{rec.REQUEST_RATE}` against "
                           f"`{rec.avg_name(rec.REQUEST_RATE)}` and `{rec.REQUEST_RATE} offset 1w`.",
                 dashboard="llm-overview", **common),
-            scenarios=(Scenario((req_spike,), "101m", job_labels()),
-                       Scenario((req_drop,), "102m", job_labels())),
+            scenarios=(Scenario((req_spike,), "101m", job_labels(cfg)),
+                       Scenario((req_drop,), "102m", job_labels(cfg))),
         ),
         Alert(
             name="LlmTokenUsageAnomalous",
-            expr=_anomaly(cfg, w, rec.TOKEN_RATE, (JOB, L_TOKEN_TYPE), cfg.anomaly_min_token_rate),
+            expr=_anomaly(cfg, w, rec.TOKEN_RATE, (*cfg.group_by, L_TOKEN_TYPE), cfg.anomaly_min_token_rate),
             for_=w("10m"), severity="warning",
             summary="Token usage far outside its usual band",
-            description=("Job {{ $labels.job }}: {{ $labels.token_type }} tokens per second left the 1h band, "
+            description=(f"Job {label_ref(JOB)}: {label_ref(L_TOKEN_TYPE)} tokens per second left the 1h band, "
                          "differ from last week, or dropped to zero."),
             runbook=Runbook(
                 meaning="Token consumption (per token type) is anomalous against the previous hour and last week.",
                 diagnosis=f"Overview dashboard, Tokens per second and Estimated cost; query `{rec.TOKEN_RATE}`.",
                 dashboard="llm-overview", **common),
-            scenarios=(Scenario((tok_spike,), "101m", job_labels({L_TOKEN_TYPE: TOKEN_INPUT})),
-                       Scenario((tok_drop,), "102m", job_labels({L_TOKEN_TYPE: TOKEN_INPUT}))),
+            scenarios=(Scenario((tok_spike,), "101m", job_labels(cfg, {L_TOKEN_TYPE: TOKEN_INPUT})),
+                       Scenario((tok_drop,), "102m", job_labels(cfg, {L_TOKEN_TYPE: TOKEN_INPUT}))),
         ),
     ]
 
 
-def slo_alerts_group(cfg: RulesConfig, w: Windows) -> Group:
+def slo_alerts_group(cfg: MixinConfig, w: Windows) -> Group:
     """Every SLO and anomaly alert."""
     alerts = [*_budget_alerts(cfg, w, "availability"), *_budget_alerts(cfg, w, "latency"), *anomaly_alerts(cfg, w)]
     return Group(f"{PREFIX}.slo.alerts", "slo-alerts.yml", alerts=tuple(alerts))

@@ -1,5 +1,9 @@
 """Metric instruments: each :class:`MetricDef` as a prometheus_client metric and an OTel instrument.
 
+The OTel instrument gets the definition's instrument name, unit, kind and attribute keys; the
+prometheus_client metric gets the names the standard OTel-to-Prometheus translation derives from
+them (``MetricDef.name``, ``MetricDef.labels``), so both sides describe the same series.
+
 The Prometheus side lives in a registry of our own choosing (the default registry unless told
 otherwise) so that ``/metrics`` can expose it in OpenMetrics format with exemplars. The OTel side
 goes through the *global* meter provider: an application that configured its own provider sees
@@ -35,13 +39,15 @@ def _prometheus_metric(registry: CollectorRegistry, m: names.MetricDef) -> Any:
             return existing
         unit_doc = f" Unit: {m.unit}." if m.unit else ""
         doc = m.help + unit_doc
+        # OpenMetrics UNIT metadata, only where the name ends in it (prometheus_client would append it).
+        unit = m.prom_unit if m.prom_unit and m.name.endswith("_" + m.prom_unit) else ""
         metric: Any
         if m.type == "counter":
-            metric = Counter(m.name, doc, m.labels, registry=registry)
+            metric = Counter(m.name, doc, m.labels, registry=registry, unit=unit)
         elif m.type == "histogram":
-            metric = Histogram(m.name, doc, m.labels, registry=registry, buckets=m.buckets)
+            metric = Histogram(m.name, doc, m.labels, registry=registry, buckets=m.buckets, unit=unit)
         else:
-            metric = Gauge(m.name, doc, m.labels, registry=registry, multiprocess_mode="livesum")
+            metric = Gauge(m.name, doc, m.labels, registry=registry, multiprocess_mode="livesum", unit=unit)
         per_registry[m.name] = metric
         return metric
 
@@ -75,14 +81,19 @@ class OtelGate:
             self.active = type(provider).__name__ not in ("_ProxyMeterProvider", "NoOpMeterProvider")
 
 
-def _otel_attributes(labels: tuple[str, ...], values: tuple[str, ...]) -> dict[str, str]:
-    return {names.OTEL_ATTRIBUTE_FOR_LABEL.get(k, f"llm_middleware.{k}"): v for k, v in zip(labels, values)}
+def _otel_attributes(m: names.MetricDef, values: tuple[str, ...]) -> dict[str, str]:
+    if len(values) != len(m.attributes):
+        raise ValueError(f"{m.instrument} takes {len(m.attributes)} attribute values, got {len(values)}")
+    return {**dict(zip(m.attributes, values)), **dict(m.fixed)}
 
 
 class Instrument:
-    """One metric on both sides. Label children and OTel attribute dicts are cached per label tuple."""
+    """One metric on both sides. Label children and OTel attribute dicts are cached per label tuple.
 
-    __slots__ = ("_attrs", "_children", "_gate", "_otel", "_prom", "definition")
+    Callers pass the values of ``definition.attributes`` positionally; fixed attributes are added here.
+    """
+
+    __slots__ = ("_attrs", "_children", "_fixed", "_gate", "_otel", "_prom", "definition")
 
     def __init__(
         self, definition: names.MetricDef, registry: CollectorRegistry, meter: otel_metrics.Meter, gate: OtelGate
@@ -92,11 +103,14 @@ class Instrument:
         self._prom = _prometheus_metric(registry, definition)
         self._children: dict[tuple[str, ...], Any] = {}
         self._attrs: dict[tuple[str, ...], Mapping[str, str]] = {}
-        name = definition.instrument_name
+        self._fixed = tuple(v for _, v in definition.fixed)
+        name = definition.instrument
         unit = definition.unit
-        if definition.type == "counter":
+        if definition.kind == "counter":
             self._otel: Any = meter.create_counter(name, unit=unit, description=definition.help)
-        elif definition.type == "histogram":
+        elif definition.kind == "updowncounter":
+            self._otel = meter.create_up_down_counter(name, unit=unit, description=definition.help)
+        elif definition.kind == "histogram":
             self._otel = meter.create_histogram(
                 name, unit=unit, description=definition.help,
                 explicit_bucket_boundaries_advisory=[float(b) for b in definition.buckets],
@@ -107,9 +121,11 @@ class Instrument:
     def _child(self, values: tuple[str, ...]) -> Any:
         child = self._children.get(values)
         if child is None:
-            child = self._prom.labels(*values) if values else self._prom
+            attrs = _otel_attributes(self.definition, values)
+            labels = (*values, *self._fixed)
+            child = self._prom.labels(*labels) if labels else self._prom
             self._children[values] = child
-            self._attrs[values] = _otel_attributes(self.definition.labels, values)
+            self._attrs[values] = attrs
         return child
 
     def add(self, values: tuple[str, ...], amount: float = 1.0, exemplar: dict[str, str] | None = None) -> None:
@@ -151,11 +167,14 @@ class Instrument:
             self._otel.set(value, self._attrs[values])
 
     def delta(self, values: tuple[str, ...], amount: float) -> None:
-        """Gauge increment or decrement; the OTel gauge is set to the resulting value."""
+        """Up-down counter (or gauge) increment or decrement; an OTel gauge is set to the resulting value."""
         child = self._child(values)
         child.inc(amount)
         if self._gate.active:
-            self._otel.set(child._value.get(), self._attrs[values])
+            if self.definition.kind == "updowncounter":
+                self._otel.add(amount, self._attrs[values])
+            else:
+                self._otel.set(child._value.get(), self._attrs[values])
 
 
 class Instruments:
@@ -166,7 +185,7 @@ class Instruments:
     ) -> None:
         self.gate = gate = OtelGate(explicit_provider)
         self.by_name: dict[str, Instrument] = {
-            m.name: Instrument(m, registry, meter, gate) for m in names.ALL_METRICS
+            m.name: Instrument(m, registry, meter, gate) for m in names.all_metrics()
         }
 
     def __getitem__(self, m: names.MetricDef) -> Instrument:

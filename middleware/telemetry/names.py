@@ -4,77 +4,24 @@ This module is the single source of truth: the recorder, the dashboards, the
 Prometheus rules and the generated metrics reference (``docs/metrics.md``) all
 import from here. Never retype one of these strings elsewhere.
 
-Prometheus names follow Prometheus practice (base units, unit suffix, ``_total``
-on counters). Where the OpenTelemetry GenAI semantic conventions define a metric
-we use it, with its advised bucket boundaries; its OTel instrument name is kept in
-``MetricDef.otel_name``.
+Each metric is defined once, as its OpenTelemetry instrument: name, unit, kind and
+attribute keys (GenAI semantic-convention keys where they exist, ``llm_middleware.*``
+for ours). Its Prometheus name and label names are derived from that definition by
+the standard OTel-to-Prometheus translation (:mod:`.promnames`), so ``/metrics`` and
+the same metric sent as OTLP through a Collector (or to Prometheus's OTLP receiver)
+give identical series. Where the GenAI conventions define a metric we use it, with
+its advised bucket boundaries.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
+from .promnames import MetricKind, prometheus_label_name, prometheus_metric_name, prometheus_unit
+
 PREFIX = "llm_middleware"
-
-# --------------------------------------------------------------------------- labels
-# Prometheus label names: a small closed set. OTel attribute names for the same
-# dimensions are in OTEL_ATTRIBUTE_FOR_LABEL.
-L_MODEL = "model"
-L_OPERATION = "operation"
-L_OUTCOME = "outcome"
-L_ERROR_TYPE = "error_type"
-L_TOKEN_TYPE = "token_type"
-L_DECISION = "decision"
-L_REASON = "reason"
-L_RESOURCE = "resource"
-L_LIMITER = "limiter"
-L_STATE = "state"
-L_ENDPOINT = "endpoint"
-L_CAUSE = "cause"
-L_ESTIMATOR = "estimator"
-L_COMPONENT = "component"
-L_BACKEND = "backend"
-L_KIND = "kind"
-
-OTEL_ATTRIBUTE_FOR_LABEL: dict[str, str] = {
-    L_MODEL: "gen_ai.request.model",
-    L_OPERATION: "gen_ai.operation.name",
-    L_ERROR_TYPE: "error.type",
-    L_TOKEN_TYPE: "gen_ai.token.type",
-}
-
-# Closed label values.
-OUTCOME_SUCCESS = "success"
-OUTCOME_ERROR = "error"
-TOKEN_INPUT = "input"
-TOKEN_OUTPUT = "output"
-OTHER_MODEL = "other"
-# L_OUTCOME on the attempts counter.
-ATTEMPT_SUCCESS = "success"
-ATTEMPT_RETRYABLE = "retryable"
-ATTEMPT_TERMINAL = "terminal"
-# L_REASON on attempts (failure classes used by rules; the full set is middleware.retry's).
-REASON_INSUFFICIENT_QUOTA = "insufficient_quota"
-REASON_SERVER_ERROR = "server_error"
-# L_DECISION on throttle decisions.
-DECISION_ADMITTED = "admitted"
-DECISION_WAITED = "waited"
-DECISION_REFUSED = "refused"
-# L_RESOURCE on limiter metrics.
-RESOURCE_REQUESTS = "requests"
-RESOURCE_TOKENS = "tokens"
-# L_KIND on the estimate bias counter.
-KIND_ESTIMATED = "estimated"
-KIND_ACTUAL = "actual"
-# L_OUTCOME on stream resumptions.
-RESUME_SUCCESS = "success"
-RESUME_FAILURE = "failure"
-# Circuit breaker gauge values.
-BREAKER_STATE_VALUES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
-BREAKER_OPEN_VALUE = 2
-# Exemplar label carrying the trace id (Grafana links it to Tempo).
-EXEMPLAR_TRACE_ID = "trace_id"
 
 # --------------------------------------------------------------------------- span names and attributes
 PROVIDER_NAME = "openai"
@@ -150,9 +97,112 @@ STREAM_END_ERROR = "error"
 STREAM_END_CLOSED = "closed_early"
 STREAM_END_ABANDONED = "abandoned"
 
+# --------------------------------------------------------------------------- metric attributes
+# The OTel attribute key of every metric dimension (K_*) and its Prometheus label (L_*), derived.
+# Semantic-convention keys where one fits; the span attribute of the same concept where we have one.
+K_MODEL = A_REQUEST_MODEL  # gen_ai.request.model (bounded: beyond a cap, "other")
+K_OPERATION = A_OPERATION  # gen_ai.operation.name: chat, responses, embeddings
+K_ERROR_TYPE = A_ERROR_TYPE  # error.type: exception class or failure class, "" on success
+K_TOKEN_TYPE = "gen_ai.token.type"  # input, output
+K_PROVIDER = A_PROVIDER  # gen_ai.provider.name: a fixed attribute of the GenAI metrics
+K_ENDPOINT = A_URL_TEMPLATE  # url.template: the routed path a circuit breaker guards ("/chat/completions")
+K_OUTCOME = "llm_middleware.outcome"
+K_DECISION = A_DECISION  # llm_middleware.throttle.decision
+K_REASON = A_REASON  # llm_middleware.reason
+K_CAUSE = A_CAUSE  # llm_middleware.cause (of a stream interruption)
+K_ESTIMATOR = A_ESTIMATOR  # llm_middleware.estimator
+K_STREAM_END = A_STREAM_END  # llm_middleware.stream.end: how a stream ended
+K_RESOURCE = "llm_middleware.ratelimit.resource"  # requests, tokens
+K_BREAKER_STATE = "llm_middleware.circuit_breaker.to_state"  # the state a breaker entered
+K_COMPONENT = "llm_middleware.telemetry.component"
+K_LIMITER_BACKEND = "llm_middleware.limiter.backend"
+K_CHECKPOINT_BACKEND = "llm_middleware.checkpoint.backend"
+K_ESTIMATE_KIND = "llm_middleware.estimate.kind"  # prompt, max_output, predicted_output
+K_TOKEN_SOURCE = "llm_middleware.token.source"  # estimated, actual
+
+
+def label(key: str) -> str:
+    """The Prometheus label name of a metric attribute key."""
+    return prometheus_label_name(key)
+
+
+L_MODEL = label(K_MODEL)
+L_OPERATION = label(K_OPERATION)
+L_ERROR_TYPE = label(K_ERROR_TYPE)
+L_TOKEN_TYPE = label(K_TOKEN_TYPE)
+L_PROVIDER = label(K_PROVIDER)
+L_ENDPOINT = label(K_ENDPOINT)
+L_OUTCOME = label(K_OUTCOME)
+L_DECISION = label(K_DECISION)
+L_REASON = label(K_REASON)
+L_CAUSE = label(K_CAUSE)
+L_ESTIMATOR = label(K_ESTIMATOR)
+L_STREAM_END = label(K_STREAM_END)
+L_RESOURCE = label(K_RESOURCE)
+L_BREAKER_STATE = label(K_BREAKER_STATE)
+L_COMPONENT = label(K_COMPONENT)
+L_LIMITER_BACKEND = label(K_LIMITER_BACKEND)
+L_CHECKPOINT_BACKEND = label(K_CHECKPOINT_BACKEND)
+L_ESTIMATE_KIND = label(K_ESTIMATE_KIND)
+L_TOKEN_SOURCE = label(K_TOKEN_SOURCE)
+
+METRIC_ATTRIBUTES: tuple[str, ...] = tuple(v for k, v in list(globals().items()) if k.startswith("K_"))
+OTEL_ATTRIBUTE_FOR_LABEL: dict[str, str] = {label(k): k for k in METRIC_ATTRIBUTES}
+
+# Label names of releases before the OTel-aligned names -> the labels that replaced them (a name
+# that meant two things was split). For migrating saved queries; docs/metrics.md lists them.
+RENAMED_LABELS: dict[str, tuple[str, ...]] = {
+    "model": (L_MODEL,),
+    "operation": (L_OPERATION,),
+    "token_type": (L_TOKEN_TYPE,),
+    "endpoint": (L_ENDPOINT,),
+    "outcome": (L_OUTCOME,),
+    "decision": (L_DECISION,),
+    "reason": (L_REASON,),
+    "cause": (L_CAUSE,),
+    "estimator": (L_ESTIMATOR,),
+    "resource": (L_RESOURCE,),
+    "component": (L_COMPONENT,),
+    "state": (L_STREAM_END, L_BREAKER_STATE),
+    "backend": (L_LIMITER_BACKEND, L_CHECKPOINT_BACKEND),
+    "kind": (L_ESTIMATE_KIND, L_TOKEN_SOURCE),
+}
+
+# Closed label values.
+OUTCOME_SUCCESS = "success"
+OUTCOME_ERROR = "error"
+TOKEN_INPUT = "input"
+TOKEN_OUTPUT = "output"
+OTHER_MODEL = "other"
+# L_OUTCOME on the attempts counter.
+ATTEMPT_SUCCESS = "success"
+ATTEMPT_RETRYABLE = "retryable"
+ATTEMPT_TERMINAL = "terminal"
+# L_REASON on attempts (failure classes used by rules; the full set is middleware.retry's).
+REASON_INSUFFICIENT_QUOTA = "insufficient_quota"
+REASON_SERVER_ERROR = "server_error"
+# L_DECISION on throttle decisions.
+DECISION_ADMITTED = "admitted"
+DECISION_WAITED = "waited"
+DECISION_REFUSED = "refused"
+# L_RESOURCE on limiter metrics.
+RESOURCE_REQUESTS = "requests"
+RESOURCE_TOKENS = "tokens"
+# L_TOKEN_SOURCE on the estimate bias counter.
+KIND_ESTIMATED = "estimated"
+KIND_ACTUAL = "actual"
+# L_OUTCOME on stream resumptions.
+RESUME_SUCCESS = "success"
+RESUME_FAILURE = "failure"
+# Circuit breaker gauge values.
+BREAKER_STATE_VALUES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+BREAKER_OPEN_VALUE = 2
+# Exemplar label carrying the trace id (Grafana links it to Tempo).
+EXEMPLAR_TRACE_ID = "trace_id"
+
 # --------------------------------------------------------------------------- metrics
 
-MetricType = Literal["counter", "histogram", "gauge"]
+MetricType = Literal["counter", "histogram", "gauge"]  # the Prometheus type
 
 # OTel GenAI advised bucket boundaries.
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
@@ -166,255 +216,326 @@ RATIO_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0
 LONG_DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 3600.0)
 THROUGHPUT_BUCKETS = (1, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 CHUNK_TOKEN_BUCKETS = (16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+DECISION_BUCKETS = (0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05)
+
+_PROMETHEUS_TYPE: dict[str, MetricType] = {
+    "counter": "counter", "updowncounter": "gauge", "histogram": "histogram", "gauge": "gauge",
+}
 
 
 @dataclass(frozen=True)
 class MetricDef:
-    """One metric: its Prometheus name (without `_total`), type, labels, unit and help."""
+    """One metric, defined once as its OTel instrument; the Prometheus side is derived.
 
-    name: str
-    type: MetricType
-    labels: tuple[str, ...]
+    ``attributes`` are the OTel attribute keys whose values the recorder passes, positionally and in
+    this order; ``fixed`` are constant attributes appended to every point (both sides).
+    """
+
+    instrument: str
+    kind: MetricKind
+    attributes: tuple[str, ...]
     help: str
     unit: str = ""
     buckets: tuple[float, ...] = ()
-    otel_name: str = ""
     area: str = "core"
-    extra: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def prom_name(self) -> str:
-        """The name as it appears in the exposition (counters gain `_total`)."""
-        return self.name + "_total" if self.type == "counter" else self.name
+    fixed: tuple[tuple[str, str], ...] = ()
 
     @property
     def instrument_name(self) -> str:
-        """The OTel instrument name: the semconv name where one exists, else ours."""
-        return self.otel_name or self.name
+        """The OTel instrument name (the semconv name where one exists)."""
+        return self.instrument
+
+    @property
+    def type(self) -> MetricType:
+        """The Prometheus metric type (an up-down counter is a gauge there)."""
+        return _PROMETHEUS_TYPE[self.kind]
+
+    @cached_property
+    def prom_name(self) -> str:
+        """The name in the exposition, as the standard translation gives it (counters end in `_total`)."""
+        return prometheus_metric_name(self.instrument, self.unit, self.kind)
+
+    @cached_property
+    def name(self) -> str:
+        """The Prometheus metric family name: `prom_name` without a counter's `_total`."""
+        return self.prom_name.removesuffix("_total") if self.kind == "counter" else self.prom_name
+
+    @cached_property
+    def labels(self) -> tuple[str, ...]:
+        """Prometheus label names: the translated attribute keys, then the fixed ones."""
+        return tuple(label(k) for k in (*self.attributes, *(k for k, _ in self.fixed)))
+
+    @property
+    def prom_unit(self) -> str:
+        """The Prometheus unit (OpenMetrics UNIT metadata), e.g. `seconds`; empty for counts."""
+        return prometheus_unit(self.unit)
+
+
+_KEY_FOR_LABEL = {**OTEL_ATTRIBUTE_FOR_LABEL}
 
 
 def _m(
     name: str,
-    type_: MetricType,
-    labels: tuple[str, ...],
+    type_: MetricKind,
+    attributes: tuple[str, ...],
     help_: str,
     *,
     unit: str = "",
     buckets: tuple[float, ...] = (),
     otel_name: str = "",
     area: str = "core",
+    fixed: tuple[tuple[str, str], ...] = (),
 ) -> MetricDef:
-    return MetricDef(name, type_, labels, help_, unit, buckets, otel_name, area)
+    """Define a metric by its OTel instrument name, kind, attribute keys and unit.
+
+    Definitions written for the earlier helper still work: a Prometheus-style name translates to
+    itself (without `_total`), `otel_name` wins over `name`, and a label name given where an attribute
+    key is expected is mapped to its key.
+    """
+    keys = tuple(_KEY_FOR_LABEL.get(a, a) for a in attributes)
+    return MetricDef(otel_name or name, type_, keys, help_, unit, buckets, area, fixed)
 
 
 P = PREFIX
+_GEN_AI = ((K_PROVIDER, PROVIDER_NAME),)  # gen_ai.provider.name is required on the GenAI metrics
 # ---- core (every call)
 OPERATION_DURATION = _m(
-    "gen_ai_client_operation_duration_seconds", "histogram", (L_MODEL, L_OPERATION, L_ERROR_TYPE),
+    "gen_ai.client.operation.duration", "histogram", (K_MODEL, K_OPERATION, K_ERROR_TYPE),
     "GenAI operation duration, from the call to its last byte (streams: until the stream ends).",
-    unit="s", buckets=DURATION_BUCKETS, otel_name="gen_ai.client.operation.duration",
+    unit="s", buckets=DURATION_BUCKETS, fixed=_GEN_AI,
 )
 TOKEN_USAGE = _m(
-    "gen_ai_client_token_usage_tokens", "histogram", (L_MODEL, L_OPERATION, L_TOKEN_TYPE),
+    "gen_ai.client.token.usage", "histogram", (K_MODEL, K_OPERATION, K_TOKEN_TYPE),
     "Tokens used per call as the API reports them, by token type (input, output).",
-    unit="{token}", buckets=TOKEN_BUCKETS, otel_name="gen_ai.client.token.usage",
+    unit="{token}", buckets=TOKEN_BUCKETS, fixed=_GEN_AI,
 )
 TIME_TO_FIRST_CHUNK = _m(
-    "gen_ai_client_operation_time_to_first_chunk_seconds", "histogram", (L_MODEL, L_OPERATION),
+    "gen_ai.client.operation.time_to_first_chunk", "histogram", (K_MODEL, K_OPERATION),
     "Time from the call to the first streamed chunk.",
-    unit="s", buckets=DURATION_BUCKETS, otel_name="gen_ai.client.operation.time_to_first_chunk", area="streaming",
+    unit="s", buckets=DURATION_BUCKETS, area="streaming", fixed=_GEN_AI,
 )
 TIME_PER_OUTPUT_CHUNK = _m(
-    "gen_ai_client_operation_time_per_output_chunk_seconds", "histogram", (L_MODEL, L_OPERATION),
+    "gen_ai.client.operation.time_per_output_chunk", "histogram", (K_MODEL, K_OPERATION),
     "Time between consecutive streamed chunks after the first.",
-    unit="s", buckets=TIME_PER_CHUNK_BUCKETS, otel_name="gen_ai.client.operation.time_per_output_chunk",
-    area="streaming",
+    unit="s", buckets=TIME_PER_CHUNK_BUCKETS, area="streaming", fixed=_GEN_AI,
 )
 REQUESTS = _m(
-    f"{P}_requests", "counter", (L_MODEL, L_OPERATION, L_OUTCOME, L_ERROR_TYPE),
-    "Protected calls by outcome (success, error) and error type.",
+    f"{P}.requests", "counter", (K_MODEL, K_OPERATION, K_OUTCOME, K_ERROR_TYPE),
+    "Protected calls by outcome (success, error) and error type.", unit="{request}",
 )
-INFLIGHT = _m(f"{P}_inflight_requests", "gauge", (L_OPERATION,), "Protected calls in progress.")
+INFLIGHT = _m(
+    f"{P}.inflight_requests", "updowncounter", (K_OPERATION,), "Protected calls in progress.", unit="{request}",
+)
 TELEMETRY_ERRORS = _m(
-    f"{P}_telemetry_errors", "counter", (L_COMPONENT,),
-    "Telemetry failures (exporter, recorder) swallowed so that the call goes on.",
+    f"{P}.telemetry.errors", "counter", (K_COMPONENT,),
+    "Telemetry failures (exporter, recorder) swallowed so that the call goes on.", unit="{error}",
 )
 MODELS_FOLDED = _m(
-    f"{P}_model_labels_folded", "counter", (),
-    "Calls whose model name was folded into 'other' because the model label cap was reached.",
+    f"{P}.model_labels.folded", "counter", (),
+    "Calls whose model name was folded into 'other' because the model label cap was reached.", unit="{call}",
 )
 
 # ---- token estimation
 TOKEN_ESTIMATES = _m(
-    f"{P}_token_estimates", "counter", (L_MODEL, L_OPERATION, L_ESTIMATOR),
-    "Token estimates made before a call, by estimator (tiktoken, fallback).", area="tokens",
+    f"{P}.token.estimates", "counter", (K_MODEL, K_OPERATION, K_ESTIMATOR),
+    "Token estimates made before a call, by estimator (tiktoken, fallback).", unit="{estimate}", area="tokens",
 )
 ESTIMATED_TOKENS = _m(
-    f"{P}_estimated_tokens", "histogram", (L_MODEL, L_TOKEN_TYPE, L_KIND),
-    "Estimated tokens per call: kind=prompt, max_output or predicted_output.",
+    f"{P}.estimated_tokens", "histogram", (K_MODEL, K_TOKEN_TYPE, K_ESTIMATE_KIND),
+    "Estimated tokens per call, by estimate kind (prompt, max_output, predicted_output).",
     unit="{token}", buckets=TOKEN_BUCKETS, area="tokens",
 )
 ESTIMATE_ERROR = _m(
-    f"{P}_token_estimate_error_ratio", "histogram", (L_MODEL, L_TOKEN_TYPE),
+    f"{P}.token.estimate_error_ratio", "histogram", (K_MODEL, K_TOKEN_TYPE),
     "Absolute relative estimate error once a call settles: |estimated - actual| / actual "
     "(input: prompt estimate; output: predicted output).",
     unit="1", buckets=RATIO_BUCKETS, area="tokens",
 )
 ESTIMATE_BIAS_TOKENS = _m(
-    f"{P}_token_estimate_bias_tokens", "counter", (L_MODEL, L_TOKEN_TYPE, L_KIND),
-    "Tokens estimated and actually used (kind=estimated|actual), to compute the estimate bias.",
-    area="tokens",
+    f"{P}.token.estimate_bias_tokens", "counter", (K_MODEL, K_TOKEN_TYPE, K_TOKEN_SOURCE),
+    "Tokens estimated and actually used (source estimated, actual), to compute the estimate bias.",
+    unit="{token}", area="tokens",
 )
 TOKENIZER_FALLBACK = _m(
-    f"{P}_tokenizer_fallback_active", "gauge", (),
+    f"{P}.tokenizer.fallback_active", "gauge", (),
     "1 when tokenizer data could not be loaded and the documented fallback estimate is in use.",
     area="tokens",
 )
 
 # ---- limiter
 THROTTLE_DECISIONS = _m(
-    f"{P}_throttle_decisions", "counter", (L_MODEL, L_DECISION, L_REASON),
+    f"{P}.throttle.decisions", "counter", (K_MODEL, K_DECISION, K_REASON),
     "Limiter decisions: admitted (at once), waited, refused; reason = the binding resource or cause.",
-    area="limits",
+    unit="{decision}", area="limits",
 )
 THROTTLE_WAIT = _m(
-    f"{P}_throttle_wait_seconds", "histogram", (L_MODEL,),
+    f"{P}.throttle.wait", "histogram", (K_MODEL,),
     "Seconds a call waited in the limiter before it was admitted.",
     unit="s", buckets=WAIT_BUCKETS, area="limits",
 )
 TOKENS_RESERVED = _m(
-    f"{P}_tokens_reserved", "counter", (L_MODEL,), "Tokens reserved at admission.", area="limits",
+    f"{P}.tokens.reserved", "counter", (K_MODEL,), "Tokens reserved at admission.", unit="{token}", area="limits",
 )
 TOKENS_SETTLED = _m(
-    f"{P}_tokens_settled", "counter", (L_MODEL,),
-    "Tokens charged once calls settled against reported usage.", area="limits",
+    f"{P}.tokens.settled", "counter", (K_MODEL,),
+    "Tokens charged once calls settled against reported usage.", unit="{token}", area="limits",
 )
 RATELIMIT_LIMIT = _m(
-    f"{P}_ratelimit_limit", "gauge", (L_MODEL, L_RESOURCE),
-    "Current limit per window (configured or learned from x-ratelimit-limit-*).", area="limits",
+    f"{P}.ratelimit.limit", "gauge", (K_MODEL, K_RESOURCE),
+    "Current limit per window (configured or learned from x-ratelimit-limit-*), in requests or tokens.",
+    area="limits",
 )
 RATELIMIT_REMAINING = _m(
-    f"{P}_ratelimit_remaining", "gauge", (L_MODEL, L_RESOURCE),
+    f"{P}.ratelimit.remaining", "gauge", (K_MODEL, K_RESOURCE),
     "Remaining capacity in the limiter (requests or tokens).", area="limits",
 )
 RATELIMIT_COOLDOWNS = _m(
-    f"{P}_ratelimit_cooldowns", "counter", (L_MODEL, L_RESOURCE),
-    "Cooldowns entered after a 429 rate-limit response.", area="limits",
+    f"{P}.ratelimit.cooldowns", "counter", (K_MODEL, K_RESOURCE),
+    "Cooldowns entered after a 429 rate-limit response.", unit="{cooldown}", area="limits",
 )
 RATE_LIMITED_RESPONSES = _m(
-    f"{P}_rate_limited_responses", "counter", (L_MODEL, L_RESOURCE),
-    "429 rate-limit responses received from upstream (despite the limiter).", area="limits",
+    f"{P}.rate_limited_responses", "counter", (K_MODEL, K_RESOURCE),
+    "429 rate-limit responses received from upstream (despite the limiter).", unit="{response}", area="limits",
 )
 RATELIMIT_HEADER_ERRORS = _m(
-    f"{P}_ratelimit_header_errors", "counter", (L_REASON,),
-    "x-ratelimit-* headers that were missing or could not be parsed.", area="limits",
+    f"{P}.ratelimit.header_errors", "counter", (K_REASON,),
+    "x-ratelimit-* headers that were missing or could not be parsed.", unit="{error}", area="limits",
 )
 LIMITER_FALLBACK_ACTIVE = _m(
-    f"{P}_limiter_fallback_active", "gauge", (L_BACKEND,),
+    f"{P}.limiter.fallback_active", "gauge", (K_LIMITER_BACKEND,),
     "1 while the shared limiter backend is unreachable and the local fallback is in use.", area="limits",
 )
 LIMITER_FALLBACKS = _m(
-    f"{P}_limiter_fallbacks", "counter", (L_BACKEND,),
-    "Switches to the local fallback limiter because the shared backend failed.", area="limits",
+    f"{P}.limiter.fallbacks", "counter", (K_LIMITER_BACKEND,),
+    "Switches to the local fallback limiter because the shared backend failed.", unit="{switch}", area="limits",
 )
 LIMITER_DECISION_SECONDS = _m(
-    f"{P}_limiter_decision_seconds", "histogram", (L_BACKEND,),
+    f"{P}.limiter.decision.duration", "histogram", (K_LIMITER_BACKEND,),
     "Time one limiter decision takes with a shared backend (Redis, or its local fallback while Redis is down).",
-    unit="s", buckets=(0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05), area="limits",
+    unit="s", buckets=DECISION_BUCKETS, area="limits",
 )
 
 # ---- retries
 ATTEMPTS = _m(
-    f"{P}_attempts", "counter", (L_MODEL, L_OPERATION, L_OUTCOME, L_REASON),
+    f"{P}.attempts", "counter", (K_MODEL, K_OPERATION, K_OUTCOME, K_REASON),
     "HTTP attempts sent upstream: outcome success, retryable or terminal; reason = failure class.",
-    area="retry",
+    unit="{attempt}", area="retry",
 )
 BACKOFF = _m(
-    f"{P}_backoff_seconds", "histogram", (L_MODEL, L_REASON),
+    f"{P}.backoff", "histogram", (K_MODEL, K_REASON),
     "Delays slept before a retry, and waits for an open circuit breaker (reason circuit_open).",
     unit="s", buckets=WAIT_BUCKETS, area="retry",
 )
 RETRY_BUDGET_EXHAUSTED = _m(
-    f"{P}_retry_budget_exhausted", "counter", (L_MODEL,),
-    "Retries refused because the retry budget was spent.", area="retry",
+    f"{P}.retry_budget.exhausted", "counter", (K_MODEL,),
+    "Retries refused because the retry budget was spent.", unit="{retry}", area="retry",
 )
 BREAKER_STATE = _m(
-    f"{P}_circuit_breaker_state", "gauge", (L_MODEL, L_ENDPOINT),
+    f"{P}.circuit_breaker.state", "gauge", (K_MODEL, K_ENDPOINT),
     "Circuit breaker state: 0 closed, 1 half-open, 2 open.", area="retry",
 )
 BREAKER_TRANSITIONS = _m(
-    f"{P}_circuit_breaker_transitions", "counter", (L_MODEL, L_ENDPOINT, L_STATE),
-    "Circuit breaker transitions, by the state entered.", area="retry",
+    f"{P}.circuit_breaker.transitions", "counter", (K_MODEL, K_ENDPOINT, K_BREAKER_STATE),
+    "Circuit breaker transitions, by the state entered.", unit="{transition}", area="retry",
 )
 
 # ---- streaming
 STREAM_CHUNKS = _m(
-    f"{P}_stream_chunks", "counter", (L_MODEL, L_OPERATION), "Streamed chunks received.", area="streaming",
+    f"{P}.stream.chunks", "counter", (K_MODEL, K_OPERATION), "Streamed chunks received.", unit="{chunk}",
+    area="streaming",
 )
 STREAM_DURATION = _m(
-    f"{P}_stream_duration_seconds", "histogram", (L_MODEL, L_OPERATION),
+    f"{P}.stream.duration", "histogram", (K_MODEL, K_OPERATION),
     "Duration of streams, from the call to the end of the stream.",
     unit="s", buckets=LONG_DURATION_BUCKETS, area="streaming",
 )
 STREAM_THROUGHPUT = _m(
-    f"{P}_stream_output_tokens_per_second", "histogram", (L_MODEL, L_OPERATION),
+    f"{P}.stream.output_tokens", "histogram", (K_MODEL, K_OPERATION),
     "Output tokens per second of each finished stream (after the first chunk).",
     unit="{token}/s", buckets=THROUGHPUT_BUCKETS, area="streaming",
 )
-STREAMS_ACTIVE = _m(f"{P}_streams_active", "gauge", (L_OPERATION,), "Streams open now.", area="streaming")
-STREAM_ENDS = _m(
-    f"{P}_stream_ends", "counter", (L_MODEL, L_OPERATION, L_STATE),
-    "Streams ended, by how they ended (completed, error, closed_early, abandoned).", area="streaming",
-)
-STREAM_STALLS = _m(
-    f"{P}_stream_stalls", "counter", (L_MODEL,), "Streams that went idle longer than the stall timeout.",
+STREAMS_ACTIVE = _m(
+    f"{P}.streams.active", "updowncounter", (K_OPERATION,), "Streams open now.", unit="{stream}",
     area="streaming",
 )
+STREAM_ENDS = _m(
+    f"{P}.stream.ends", "counter", (K_MODEL, K_OPERATION, K_STREAM_END),
+    "Streams ended, by how they ended (completed, error, closed_early, abandoned).", unit="{stream}",
+    area="streaming",
+)
+STREAM_STALLS = _m(
+    f"{P}.stream.stalls", "counter", (K_MODEL,), "Streams that went idle longer than the stall timeout.",
+    unit="{stall}", area="streaming",
+)
 STREAM_INTERRUPTIONS = _m(
-    f"{P}_stream_interruptions", "counter", (L_MODEL, L_CAUSE),
-    "Streams interrupted, by cause (stall, connection, server_error, malformed).", area="streaming",
+    f"{P}.stream.interruptions", "counter", (K_MODEL, K_CAUSE),
+    "Streams interrupted, by cause (stall, connection, server_error, malformed).", unit="{interruption}",
+    area="streaming",
 )
 STREAM_RESUMPTIONS = _m(
-    f"{P}_stream_resumptions", "counter", (L_MODEL, L_OUTCOME),
-    "Stream resumption attempts, by outcome (success, failure).", area="streaming",
+    f"{P}.stream.resumptions", "counter", (K_MODEL, K_OUTCOME),
+    "Stream resumption attempts, by outcome (success, failure).", unit="{resumption}", area="streaming",
 )
 STREAM_RESUME_LOST = _m(
-    f"{P}_stream_resumption_lost_seconds", "histogram", (L_MODEL,),
+    f"{P}.stream.resumption_lost", "histogram", (K_MODEL,),
     "Seconds lost per resumption (from the interruption to the first chunk after it).",
     unit="s", buckets=WAIT_BUCKETS, area="streaming",
 )
 CHECKPOINTS_WRITTEN = _m(
-    f"{P}_checkpoints_written", "counter", (L_MODEL, L_BACKEND), "Stream checkpoints written.",
-    area="streaming",
+    f"{P}.checkpoints.written", "counter", (K_MODEL, K_CHECKPOINT_BACKEND), "Stream checkpoints written.",
+    unit="{checkpoint}", area="streaming",
 )
 FORCED_STREAMS = _m(
-    f"{P}_forced_streams", "counter", (L_MODEL, L_REASON),
-    "Non-streaming calls sent as streams (reason: threshold, adaptive).", area="streaming",
+    f"{P}.forced_streams", "counter", (K_MODEL, K_REASON),
+    "Non-streaming calls sent as streams (reason: threshold, adaptive).", unit="{call}", area="streaming",
 )
 ADAPTIVE_THRESHOLD = _m(
-    f"{P}_stream_adaptive_threshold_tokens", "gauge", (L_MODEL,),
-    "Current max-output-tokens threshold above which calls are streamed.", area="streaming",
+    f"{P}.stream.adaptive_threshold_tokens", "gauge", (K_MODEL,),
+    "Current max-output-tokens threshold above which calls are streamed.", unit="{token}", area="streaming",
 )
 
 # ---- files
-FILES_READ = _m(f"{P}_files_read", "counter", (), "Files read through the confined reader.", area="files")
-FILES_REFUSED = _m(
-    f"{P}_files_refused", "counter", (L_REASON,),
-    "Files refused or skipped, by reason (escape, special, too_large, binary, changed, ...).", area="files",
+FILES_READ = _m(
+    f"{P}.files.read", "counter", (), "Files read through the confined reader.", unit="{file}", area="files",
 )
-FILE_BYTES_READ = _m(f"{P}_file_read_bytes", "counter", (), "Bytes read from files.", area="files")
-FILE_TOKENS_READ = _m(f"{P}_file_read_tokens", "counter", (), "Tokens read from files.", area="files")
-FILE_CHUNKS = _m(f"{P}_file_chunks", "counter", (), "Chunks produced from files.", area="files")
+FILES_REFUSED = _m(
+    f"{P}.files.refused", "counter", (K_REASON,),
+    "Files refused or skipped, by reason (escape, special, too_large, binary, changed, ...).", unit="{file}",
+    area="files",
+)
+FILE_BYTES_READ = _m(f"{P}.file.read", "counter", (), "Bytes read from files.", unit="By", area="files")
+FILE_TOKENS_READ = _m(
+    f"{P}.file.read_tokens", "counter", (), "Tokens read from files.", unit="{token}", area="files",
+)
+FILE_CHUNKS = _m(f"{P}.file.chunks", "counter", (), "Chunks produced from files.", unit="{chunk}", area="files")
 FILE_CHUNK_SIZE = _m(
-    f"{P}_file_chunk_size_tokens", "histogram", (), "Chunk sizes in tokens.",
+    f"{P}.file.chunk_size_tokens", "histogram", (), "Chunk sizes in tokens.",
     unit="{token}", buckets=CHUNK_TOKEN_BUCKETS, area="files",
 )
 CHUNKING_SECONDS = _m(
-    f"{P}_file_chunking_seconds", "counter", (), "Seconds spent chunking (for throughput: bytes / seconds).",
+    f"{P}.file.chunking.time", "counter", (), "Seconds spent chunking (for throughput: bytes / seconds).",
     unit="s", area="files",
 )
 
-ALL_METRICS: tuple[MetricDef, ...] = tuple(v for v in list(globals().values()) if isinstance(v, MetricDef))
+
+def all_metrics() -> tuple[MetricDef, ...]:
+    """Every metric defined in this module, in definition order (also ones appended after this point)."""
+    seen: dict[int, MetricDef] = {}
+    for v in list(globals().values()):
+        if isinstance(v, MetricDef):
+            seen.setdefault(id(v), v)
+    return tuple(seen.values())
+
+
+ALL_METRICS: tuple[MetricDef, ...] = all_metrics()
+
+# Metric names of releases before the OTel-aligned names -> their definition today.
+RENAMED_METRICS: dict[str, MetricDef] = {
+    "gen_ai_client_token_usage_tokens": TOKEN_USAGE,
+    "llm_middleware_limiter_decision_seconds": LIMITER_DECISION_SECONDS,
+    "llm_middleware_file_chunking_seconds_total": CHUNKING_SECONDS,
+}
+
 
 # The metric family of each histogram as it appears in queries.
 def bucket(m: MetricDef) -> str:

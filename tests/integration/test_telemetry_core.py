@@ -52,12 +52,12 @@ def test_one_call_span_metrics_and_exemplar(simulator: Any, protect_with: Any, t
 
         body = scrape(server.server_address[1])
         duration = n.OPERATION_DURATION.name
-        assert re.search(rf'^{duration}_count{{.*model="{MODEL}".*}} 1.0$', body, re.M)
+        assert re.search(rf'^{duration}_count{{.*{n.L_MODEL}="{MODEL}".*}} 1.0$', body, re.M)
         usage_lines = [ln for ln in body.splitlines() if ln.startswith(n.TOKEN_USAGE.name + "_bucket")]
         assert usage_lines
         exemplars = re.findall(r'# \{trace_id="([0-9a-f]{32})"\}', body)
         assert trace_id in exemplars
-        assert re.search(rf'^{n.REQUESTS.prom_name}{{.*outcome="success".*}} 1.0', body, re.M)
+        assert re.search(rf'^{n.REQUESTS.prom_name}{{.*{n.L_OUTCOME}="success".*}} 1.0', body, re.M)
         # no prompt text, no API key anywhere in telemetry
         assert "hello there" not in body and "sk-secret" not in body
         for s in telemetry.spans():
@@ -102,7 +102,7 @@ def test_stream_completed_ends_span_once(simulator: Any, protect_with: Any, tele
     assert span.attributes[n.A_STREAM_END] == n.STREAM_END_COMPLETED
     assert span.attributes[n.A_CHUNKS] == len(chunks) + 1  # + the hidden usage chunk
     assert span.status.status_code == StatusCode.UNSET
-    assert telemetry.sample(n.STREAM_ENDS.prom_name, state="completed") == 1
+    assert telemetry.sample(n.STREAM_ENDS.prom_name, **{n.L_STREAM_END: n.STREAM_END_COMPLETED}) == 1
     assert telemetry.sample(n.TIME_TO_FIRST_CHUNK.name + "_count") == 1
     assert telemetry.sample(n.STREAM_CHUNKS.prom_name) == len(chunks) + 1
 
@@ -141,7 +141,7 @@ def test_stream_abandoned_ends_on_gc(simulator: Any, protect_with: Any, telemetr
     gc.collect()
     [span] = _stream_spans(telemetry)
     assert span.attributes[n.A_STREAM_END] == n.STREAM_END_ABANDONED
-    assert telemetry.sample(n.STREAMS_ACTIVE.name, operation="chat") == 0
+    assert telemetry.sample(n.STREAMS_ACTIVE.name, **{n.L_OPERATION: "chat"}) == 0
 
 
 def test_stream_server_cut_ends_with_error(simulator: Any, protect_with: Any, telemetry: Any) -> None:
@@ -244,7 +244,7 @@ def test_broken_exporter_never_breaks_a_call(simulator: Any) -> None:
     assert reply.choices
     assert failures.counts["otlp"] >= 1
     # and counted in the metric that the LlmTelemetryErrors alert watches
-    errors = rec.registry.get_sample_value(n.TELEMETRY_ERRORS.prom_name, {"component": "export_otlp"})
+    errors = rec.registry.get_sample_value(n.TELEMETRY_ERRORS.prom_name, {n.L_COMPONENT: "export_otlp"})
     assert errors is not None and errors >= 1
 
 

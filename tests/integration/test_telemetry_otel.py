@@ -46,12 +46,12 @@ def test_call_and_stream_reach_otel_metrics_with_semconv_names(simulator: Any) -
     assert duration[0].attributes[n.A_OPERATION] == "chat"
     assert duration[0].attributes[n.A_REQUEST_MODEL] == MODEL
     usage = points[n.TOKEN_USAGE.instrument_name]
-    assert {p.attributes[n.OTEL_ATTRIBUTE_FOR_LABEL[n.L_TOKEN_TYPE]] for p in usage} == {"input", "output"}
+    assert {p.attributes[n.K_TOKEN_TYPE] for p in usage} == {"input", "output"}
     assert sum(p.count for p in points[n.TIME_TO_FIRST_CHUNK.instrument_name]) == 1
     assert sum(p.count for p in points[n.TIME_PER_OUTPUT_CHUNK.instrument_name]) > 0
     # the same events on the Prometheus side
-    prom = registry.get_sample_value(n.OPERATION_DURATION.name + "_count",
-                                     {"model": MODEL, "operation": "chat", "error_type": ""})
+    prom = registry.get_sample_value(n.count(n.OPERATION_DURATION), {
+        n.L_MODEL: MODEL, n.L_OPERATION: "chat", n.L_ERROR_TYPE: "", n.L_PROVIDER: n.PROVIDER_NAME})
     assert prom == 2
     meter_provider.shutdown()
 
