@@ -414,6 +414,93 @@ CHUNKING_SECONDS = _m(
     unit="s", area="files",
 )
 
+# =========================================================================== cost (issue 16)
+# Self-contained block: labels, label values, span names and metrics of middleware.cost.
+# ---- labels
+L_TEAM = "team"
+L_FEATURE = "feature"
+L_BUDGET = "budget"
+L_PERIOD = "period"
+L_TAG_KEY = "tag_key"
+# Attribution tags that become metric labels, in this order (other allow-listed tags, e.g. end_user,
+# go to spans and logs only: user ids never become labels). Values are folded by middleware.cost.TagFolder.
+TAG_LABELS: tuple[str, ...] = (L_TEAM, L_FEATURE)
+# ---- label values
+TOKEN_CACHED_INPUT = "cached_input"  # L_TOKEN_TYPE: part of "input" read from the prompt cache
+TOKEN_REASONING = "reasoning"  # L_TOKEN_TYPE: part of "output" spent on reasoning
+OTHER_TAG = "other"  # a tag value beyond the per-key (or combination) cap
+PERIOD_DAY = "day"
+PERIOD_MONTH = "month"
+DECISION_WARNED = "warned"  # L_DECISION on budget decisions: over budget, admitted in "warn" mode
+UNPRICED_UNKNOWN_MODEL = "unknown_model"  # L_REASON on unpriced calls
+UNPRICED_NO_OUTPUT_PRICE = "no_output_price"
+UNPRICED_NO_USAGE = "no_usage"
+UNPRICED_NO_CEILING = "no_output_ceiling"  # worst case only: no max output in the request, table or config
+# ---- span attributes and events
+A_USAGE_CACHED_INPUT = "gen_ai.usage.cache_read.input_tokens"  # semconv (development); included in input
+A_USAGE_REASONING = "gen_ai.usage.reasoning.output_tokens"  # semconv (development); included in output
+A_COST_USD = "llm_middleware.cost.usd"
+A_COST_INPUT_USD = "llm_middleware.cost.input_usd"
+A_COST_CACHED_INPUT_USD = "llm_middleware.cost.cached_input_usd"
+A_COST_OUTPUT_USD = "llm_middleware.cost.output_usd"
+A_COST_REASONING_USD = "llm_middleware.cost.reasoning_usd"
+A_COST_SAVINGS_USD = "llm_middleware.cost.cached_savings_usd"
+A_COST_PRICED_AS = "llm_middleware.cost.priced_as"
+A_COST_BATCH = "llm_middleware.cost.batch"
+A_COST_UNPRICED = "llm_middleware.cost.unpriced"
+A_COST_UNPRICED_REASON = "llm_middleware.cost.unpriced_reason"
+A_TAG_PREFIX = "llm_middleware.tag."  # + tag key, e.g. llm_middleware.tag.team
+A_BUDGET = "llm_middleware.budget.name"
+A_BUDGET_PERIOD = "llm_middleware.budget.period"
+A_BUDGET_DECISION = "llm_middleware.budget.decision"
+A_BUDGET_RESERVED_USD = "llm_middleware.budget.reserved_usd"
+A_BUDGET_SPENT_USD = "llm_middleware.budget.spent_usd"
+A_BUDGET_LIMIT_USD = "llm_middleware.budget.limit_usd"
+E_BUDGET = "llm_middleware.budget"
+# ---- metrics
+COST_USD = _m(
+    f"{P}_cost_usd", "counter", (L_MODEL, L_TOKEN_TYPE, *TAG_LABELS),
+    "Cost of calls in USD, computed at settlement from reported usage and the price table, by token type "
+    "(input = uncached input, cached_input, output = visible output, reasoning) and attribution tags.",
+    unit="{USD}", area="cost",
+)
+COST_SAVINGS_USD = _m(
+    f"{P}_cost_cached_savings_usd", "counter", (L_MODEL,),
+    "USD saved by cached input tokens (their count times input price minus cached-input price).",
+    unit="{USD}", area="cost",
+)
+UNPRICED_CALLS = _m(
+    f"{P}_unpriced_calls", "counter", (L_MODEL, L_REASON),
+    "Calls whose cost is unknown (reason: unknown_model, no_output_price, no_usage); never guessed.",
+    area="cost",
+)
+BUDGET_SPEND_USD = _m(
+    f"{P}_budget_spend_usd", "gauge", (L_BUDGET, L_PERIOD),
+    "Settled spend of a budget in its current period (UTC day or month), as last seen by this process.",
+    unit="{USD}", area="cost",
+)
+BUDGET_LIMIT_USD = _m(
+    f"{P}_budget_limit_usd", "gauge", (L_BUDGET, L_PERIOD), "Configured limit of a budget per period.",
+    unit="{USD}", area="cost",
+)
+BUDGET_DECISIONS = _m(
+    f"{P}_budget_decisions", "counter", (L_BUDGET, L_PERIOD, L_DECISION),
+    "Budget admission decisions per budget: admitted, waited (one per wait for the period to roll over), "
+    "refused, warned (over budget, admitted in warn mode).",
+    area="cost",
+)
+BUDGET_FALLBACK_ACTIVE = _m(
+    f"{P}_budget_fallback_active", "gauge", (L_BACKEND,),
+    "1 while the shared budget backend is unreachable and this process's local fallback ledger decides.",
+    area="cost",
+)
+TAG_VALUES_FOLDED = _m(
+    f"{P}_tag_values_folded", "counter", (L_TAG_KEY,),
+    "Attribution tag values folded into 'other' because the per-key or combination cap was reached.",
+    area="cost",
+)
+# =========================================================================== end of cost block
+
 ALL_METRICS: tuple[MetricDef, ...] = tuple(v for v in list(globals().values()) if isinstance(v, MetricDef))
 
 # The metric family of each histogram as it appears in queries.
