@@ -68,6 +68,8 @@ class TagConfig:
         for key in self.keys:
             if not _KEY.match(key):
                 raise ConfigError(f"tag key {key!r} must match [a-z_][a-z0-9_]* (at most 64 characters)")
+            if key == "api_key":
+                raise ConfigError("tag key 'api_key' is reserved (budgets per API key use it)")
         if self.value_cap < 1 or self.combination_cap < 1 or self.max_value_length < 1:
             raise ConfigError("tag caps and max_value_length must be at least 1")
 

@@ -65,11 +65,16 @@ class CostConfig:
         e = os.environ if env is None else env
         defaults, tag_defaults = cls(), TagConfig()
         keys = e.get("MIDDLEWARE_TAG_KEYS")
-        tags = TagConfig(
-            keys=tuple(k.strip() for k in keys.split(",") if k.strip()) if keys is not None else tag_defaults.keys,
-            value_cap=_int(e, "MIDDLEWARE_TAG_VALUE_CAP", tag_defaults.value_cap),
-            combination_cap=_int(e, "MIDDLEWARE_TAG_COMBINATION_CAP", tag_defaults.combination_cap),
-        )
+        try:
+            tags = TagConfig(
+                keys=tuple(k.strip() for k in keys.split(",") if k.strip()) if keys is not None else tag_defaults.keys,
+                value_cap=_int(e, "MIDDLEWARE_TAG_VALUE_CAP", tag_defaults.value_cap),
+                combination_cap=_int(e, "MIDDLEWARE_TAG_COMBINATION_CAP", tag_defaults.combination_cap),
+            )
+        except ConfigError as exc:
+            if "MIDDLEWARE_" in str(exc):
+                raise
+            raise ConfigError(f"MIDDLEWARE_TAG_KEYS / MIDDLEWARE_TAG_*_CAP: {exc}") from None
         mode = e.get("MIDDLEWARE_BUDGET_MODE", "").strip() or defaults.budget_mode
         if mode not in MODES:
             raise ConfigError(f"MIDDLEWARE_BUDGET_MODE must be one of {', '.join(MODES)}, not {mode!r}")

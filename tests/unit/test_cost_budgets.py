@@ -255,6 +255,7 @@ def test_cost_config_from_env() -> None:
     assert c.default_max_output_tokens is None
     assert CostConfig.from_env({}) == CostConfig()
     for name, value in (("MIDDLEWARE_BUDGET_MODE", "strict"), ("MIDDLEWARE_TAG_VALUE_CAP", "many"),
-                        ("MIDDLEWARE_BUDGETS", "team/day=1"), ("MIDDLEWARE_BUDGET_MAX_WAIT", "soon")):
+                        ("MIDDLEWARE_BUDGETS", "team/day=1"), ("MIDDLEWARE_BUDGET_MAX_WAIT", "soon"),
+                        ("MIDDLEWARE_TAG_KEYS", "team,Bad Key"), ("MIDDLEWARE_TAG_KEYS", "api_key")):
         with pytest.raises(ConfigError, match=name):
             CostConfig.from_env({name: value})
