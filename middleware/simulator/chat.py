@@ -39,14 +39,15 @@ def _schema(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
-def _usage(prompt: int, completion: int) -> dict[str, Any]:
+def _usage(prompt: int, gen: Generated) -> dict[str, Any]:
+    completion = gen.completion_tokens
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": gen.cached_tokens, "audio_tokens": 0},
         "completion_tokens_details": {
-            "reasoning_tokens": 0,
+            "reasoning_tokens": gen.reasoning_tokens,
             "audio_tokens": 0,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
@@ -96,7 +97,7 @@ async def _respond(svc: Services, call: Call, gen: Generated) -> None:
         "created": int(time.time()),
         "model": call.model,
         "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-        "usage": _usage(call.prompt_tokens, gen.completion_tokens),
+        "usage": _usage(call.prompt_tokens, gen),
         "service_tier": "default",
         "system_fingerprint": FINGERPRINT,
     }
@@ -155,7 +156,7 @@ async def _stream(svc: Services, call: Call, gen: Generated) -> None:
     finish = "tool_calls" if tool is not None else gen.output.finish_reason
     ex.sse(frame("{}", finish))
     if include_usage:
-        usage = json.dumps(_usage(call.prompt_tokens, gen.completion_tokens), separators=(",", ":"))
+        usage = json.dumps(_usage(call.prompt_tokens, gen), separators=(",", ":"))
         ex.sse(sse_data(f'{head},"choices":[],"service_tier":"default",'
                         f'"system_fingerprint":"{FINGERPRINT}","usage":{usage}}}'))
     ex.sse(sse_data("[DONE]"))

@@ -12,13 +12,13 @@ from .exchange import sse_event
 from .generation import Generated
 
 
-def usage_object(prompt: int, completion: int) -> dict[str, Any]:
-    """A ``ResponseUsage`` payload."""
+def usage_object(prompt: int, completion: int, cached: int = 0, reasoning: int = 0) -> dict[str, Any]:
+    """A ``ResponseUsage`` payload (``cached`` is part of ``prompt``, ``reasoning`` of ``completion``)."""
     return {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
         "output_tokens": completion,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": reasoning},
         "total_tokens": prompt + completion,
     }
 
@@ -136,7 +136,8 @@ class ResponseRun:
             status="incomplete" if truncated else "completed",
             incomplete_details={"reason": "max_output_tokens"} if truncated else None,
             output=[self._item(True)],
-            usage=usage_object(self.prompt_tokens, self.gen.completion_tokens),
+            usage=usage_object(self.prompt_tokens, self.gen.completion_tokens, self.gen.cached_tokens,
+                               self.gen.reasoning_tokens),
             completed_at=int(time.time()),
         )
 

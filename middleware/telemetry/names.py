@@ -517,6 +517,103 @@ CHUNKING_SECONDS = _m(
     unit="s", area="files",
 )
 
+# =========================================================================== cost (issue 16)
+# Self-contained block: labels, label values, span names and metrics of middleware.cost.
+# ---- attribution tags and metric attributes
+# Attribution tags that become metric attributes, in this order (other allow-listed tags, e.g. end_user,
+# go to spans and logs only: user ids never become labels). Values are folded by middleware.cost.TagFolder.
+TAG_LABELS: tuple[str, ...] = ("team", "feature")
+A_TAG_PREFIX = "llm_middleware.tag."  # + tag key, e.g. llm_middleware.tag.team
+K_TEAM = A_TAG_PREFIX + "team"
+K_FEATURE = A_TAG_PREFIX + "feature"
+K_TAGS: tuple[str, ...] = tuple(A_TAG_PREFIX + t for t in TAG_LABELS)
+K_BUDGET = "llm_middleware.budget.name"
+K_PERIOD = "llm_middleware.budget.period"
+K_BUDGET_DECISION = "llm_middleware.budget.decision"
+K_BUDGET_BACKEND = "llm_middleware.budget.backend"
+K_TAG_KEY = "llm_middleware.tag.key"
+L_TEAM = label(K_TEAM)
+L_FEATURE = label(K_FEATURE)
+L_BUDGET = label(K_BUDGET)
+L_PERIOD = label(K_PERIOD)
+L_BUDGET_DECISION = label(K_BUDGET_DECISION)
+L_BUDGET_BACKEND = label(K_BUDGET_BACKEND)
+L_TAG_KEY = label(K_TAG_KEY)
+# ---- label values
+TOKEN_CACHED_INPUT = "cached_input"  # L_TOKEN_TYPE: part of "input" read from the prompt cache
+TOKEN_REASONING = "reasoning"  # L_TOKEN_TYPE: part of "output" spent on reasoning
+OTHER_TAG = "other"  # a tag value beyond the per-key (or combination) cap
+PERIOD_DAY = "day"
+PERIOD_MONTH = "month"
+DECISION_WARNED = "warned"  # L_DECISION on budget decisions: over budget, admitted in "warn" mode
+UNPRICED_UNKNOWN_MODEL = "unknown_model"  # L_REASON on unpriced calls
+UNPRICED_NO_OUTPUT_PRICE = "no_output_price"
+UNPRICED_NO_USAGE = "no_usage"
+UNPRICED_NO_CEILING = "no_output_ceiling"  # worst case only: no max output in the request, table or config
+# ---- span attributes and events
+A_USAGE_CACHED_INPUT = "gen_ai.usage.cache_read.input_tokens"  # semconv (development); included in input
+A_USAGE_REASONING = "gen_ai.usage.reasoning.output_tokens"  # semconv (development); included in output
+A_COST_USD = "llm_middleware.cost.usd"
+A_COST_INPUT_USD = "llm_middleware.cost.input_usd"
+A_COST_CACHED_INPUT_USD = "llm_middleware.cost.cached_input_usd"
+A_COST_OUTPUT_USD = "llm_middleware.cost.output_usd"
+A_COST_REASONING_USD = "llm_middleware.cost.reasoning_usd"
+A_COST_SAVINGS_USD = "llm_middleware.cost.cached_savings_usd"
+A_COST_PRICED_AS = "llm_middleware.cost.priced_as"
+A_COST_BATCH = "llm_middleware.cost.batch"
+A_COST_UNPRICED = "llm_middleware.cost.unpriced"
+A_COST_UNPRICED_REASON = "llm_middleware.cost.unpriced_reason"
+A_BUDGET = K_BUDGET
+A_BUDGET_PERIOD = K_PERIOD
+A_BUDGET_DECISION = K_BUDGET_DECISION
+A_BUDGET_RESERVED_USD = "llm_middleware.budget.reserved_usd"
+A_BUDGET_SPENT_USD = "llm_middleware.budget.spent_usd"
+A_BUDGET_LIMIT_USD = "llm_middleware.budget.limit_usd"
+E_BUDGET = "llm_middleware.budget"
+# ---- metrics
+COST_USD = _m(
+    f"{P}.cost.usd", "counter", (K_MODEL, K_TOKEN_TYPE, *K_TAGS),
+    "Cost of calls in USD, computed at settlement from reported usage and the price table, by token type "
+    "(input = uncached input, cached_input, output = visible output, reasoning) and attribution tags.",
+    unit="{USD}", area="cost",
+)
+COST_SAVINGS_USD = _m(
+    f"{P}.cost.cached_savings.usd", "counter", (K_MODEL,),
+    "USD saved by cached input tokens (their count times input price minus cached-input price).",
+    unit="{USD}", area="cost",
+)
+UNPRICED_CALLS = _m(
+    f"{P}.unpriced_calls", "counter", (K_MODEL, K_REASON),
+    "Calls whose cost is unknown (reason: unknown_model, no_output_price, no_usage); never guessed.",
+    unit="{call}", area="cost",
+)
+BUDGET_SPEND_USD = _m(
+    f"{P}.budget.spend.usd", "gauge", (K_BUDGET, K_PERIOD),
+    "Settled spend of a budget in its current period (UTC day or month), as last seen by this process.",
+    unit="{USD}", area="cost",
+)
+BUDGET_LIMIT_USD = _m(
+    f"{P}.budget.limit.usd", "gauge", (K_BUDGET, K_PERIOD), "Configured limit of a budget per period.",
+    unit="{USD}", area="cost",
+)
+BUDGET_DECISIONS = _m(
+    f"{P}.budget.decisions", "counter", (K_BUDGET, K_PERIOD, K_BUDGET_DECISION),
+    "Budget admission decisions per budget: admitted, waited (one per wait for the period to roll over), "
+    "refused, warned (over budget, admitted in warn mode).",
+    unit="{decision}", area="cost",
+)
+BUDGET_FALLBACK_ACTIVE = _m(
+    f"{P}.budget.fallback_active", "gauge", (K_BUDGET_BACKEND,),
+    "1 while the shared budget backend is unreachable and this process's local fallback ledger decides.",
+    area="cost",
+)
+TAG_VALUES_FOLDED = _m(
+    f"{P}.tag_values_folded", "counter", (K_TAG_KEY,),
+    "Attribution tag values folded into 'other' because the per-key or combination cap was reached.",
+    unit="{value}", area="cost",
+)
+# =========================================================================== end of cost block
+
 
 def all_metrics() -> tuple[MetricDef, ...]:
     """Every metric defined in this module, in definition order (also ones appended after this point)."""

@@ -1,0 +1,117 @@
+"""``CostConfig``: prices, attribution tags and budgets; ``from_env`` reads the ``MIDDLEWARE_*`` variables.
+
+=================================  ==========================================================================
+``MIDDLEWARE_PRICES_FILE``         user price file (JSON or YAML, same shape as the shipped table)
+``MIDDLEWARE_TAG_KEYS``            allow-listed tag keys, comma-separated (default ``team,feature,end_user``)
+``MIDDLEWARE_TAG_VALUE_CAP``       distinct values per tag key on metrics (default 50)
+``MIDDLEWARE_TAG_COMBINATION_CAP`` distinct tag label combinations on metrics (default 250)
+``MIDDLEWARE_BUDGETS``             rules ``SCOPE[=VALUE]/PERIOD=USD`` separated by ``,`` or ``;``
+                                   (``api_key/day=50,team=*/month=300,team=search/day=20``)
+``MIDDLEWARE_BUDGET_MODE``         ``enforce`` (default), ``wait`` or ``warn``
+``MIDDLEWARE_BUDGET_MAX_WAIT``     seconds a call may wait for a period to roll over in ``wait`` mode (60)
+``MIDDLEWARE_BUDGET_REDIS_URL``    shared budgets (default: ``MIDDLEWARE_REDIS_URL``; unset = this process)
+``MIDDLEWARE_BUDGET_DEFAULT_MAX_OUTPUT`` output ceiling for the worst case when neither the request nor
+                                   the price table has one (default 32768; ``none``: such calls are unbudgeted)
+=================================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from middleware.errors import ConfigError
+
+from .attribution import TagConfig
+from .budgets import MODES, BudgetRule, Mode, parse_rules
+
+
+@dataclass(frozen=True)
+class CostConfig:
+    """Everything the cost services need; every field has a safe default (no budgets)."""
+
+    prices_file: Path | None = None
+    """A user price file (JSON or YAML) extending or overriding the shipped table."""
+    prices: Mapping[str, Any] | None = None
+    """In-code price overrides, same shape as a price file (applied after ``prices_file``)."""
+    tags: TagConfig = field(default_factory=TagConfig)
+    budgets: tuple[BudgetRule, ...] = ()
+    budget_mode: Mode = "enforce"
+    budget_max_wait_seconds: float = 60.0
+    redis_url: str | None = None
+    """Shares budgets across processes and hosts; None keeps them in this process."""
+    redis_prefix: str = "llm_middleware"
+    fallback_fraction: float = 0.5
+    """While Redis is down, each process may spend this fraction of a budget's last known remaining room."""
+    default_max_output_tokens: int | None = 32768
+    """Output ceiling of the worst case when neither the request nor the price table sets one."""
+
+    def __post_init__(self) -> None:
+        if self.budget_mode not in MODES:
+            raise ConfigError(f"budget_mode must be one of {', '.join(MODES)}, not {self.budget_mode!r}")
+        if not self.budget_max_wait_seconds >= 0:
+            raise ConfigError("budget_max_wait_seconds must be >= 0")
+        if not 0 < self.fallback_fraction <= 1:
+            raise ConfigError("fallback_fraction must be in (0, 1]")
+        if self.default_max_output_tokens is not None and self.default_max_output_tokens < 0:
+            raise ConfigError("default_max_output_tokens must be >= 0 or None")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> CostConfig:
+        """Build from ``MIDDLEWARE_*`` variables (see the module doc); ConfigError names a bad variable."""
+        e = os.environ if env is None else env
+        defaults, tag_defaults = cls(), TagConfig()
+        keys = e.get("MIDDLEWARE_TAG_KEYS")
+        try:
+            tags = TagConfig(
+                keys=tuple(k.strip() for k in keys.split(",") if k.strip()) if keys is not None else tag_defaults.keys,
+                value_cap=_int(e, "MIDDLEWARE_TAG_VALUE_CAP", tag_defaults.value_cap),
+                combination_cap=_int(e, "MIDDLEWARE_TAG_COMBINATION_CAP", tag_defaults.combination_cap),
+            )
+        except ConfigError as exc:
+            if "MIDDLEWARE_" in str(exc):
+                raise
+            raise ConfigError(f"MIDDLEWARE_TAG_KEYS / MIDDLEWARE_TAG_*_CAP: {exc}") from None
+        mode = e.get("MIDDLEWARE_BUDGET_MODE", "").strip() or defaults.budget_mode
+        if mode not in MODES:
+            raise ConfigError(f"MIDDLEWARE_BUDGET_MODE must be one of {', '.join(MODES)}, not {mode!r}")
+        try:
+            rules = parse_rules(e.get("MIDDLEWARE_BUDGETS", ""))
+        except ConfigError as exc:
+            raise ConfigError(f"MIDDLEWARE_BUDGETS: {exc}") from None
+        ceiling_raw = e.get("MIDDLEWARE_BUDGET_DEFAULT_MAX_OUTPUT", "").strip()
+        ceiling = None if ceiling_raw.lower() == "none" else _int(
+            e, "MIDDLEWARE_BUDGET_DEFAULT_MAX_OUTPUT", defaults.default_max_output_tokens or 0)
+        prices_file = e.get("MIDDLEWARE_PRICES_FILE", "").strip()
+        return cls(
+            prices_file=Path(prices_file) if prices_file else None,
+            tags=tags,
+            budgets=rules,
+            budget_mode=mode,  # type: ignore[arg-type]
+            budget_max_wait_seconds=_float(e, "MIDDLEWARE_BUDGET_MAX_WAIT", defaults.budget_max_wait_seconds),
+            redis_url=(e.get("MIDDLEWARE_BUDGET_REDIS_URL") or e.get("MIDDLEWARE_REDIS_URL") or "").strip() or None,
+            default_max_output_tokens=ceiling,
+        )
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
