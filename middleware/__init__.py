@@ -3,12 +3,14 @@
 ``protect(client)`` wraps an ``openai.OpenAI`` or ``openai.AsyncOpenAI`` client: every chat
 completion, response and embedding call is estimated, admitted against requests- and
 tokens-per-minute limits, retried with backoff, streamed with stall detection and resumption,
-and observed (OpenTelemetry spans and metrics, Prometheus ``/metrics`` with exemplars).
+priced from the usage the API reports (attributed with ``tags(...)``, capped by budgets), and observed
+(OpenTelemetry spans and metrics, Prometheus ``/metrics`` with exemplars).
 """
 
 from ._version import __version__
 from .client import pipeline_of, protect
 from .config import Config, StreamConfig
+from .cost import BudgetExceeded, CostConfig, TagConfig, tags
 from .errors import (
     AttemptRecord,
     CheckpointNotFound,
@@ -29,10 +31,12 @@ from .telemetry.setup import TelemetryHandle, setup_telemetry
 
 __all__ = [
     "AttemptRecord",
+    "BudgetExceeded",
     "CheckpointNotFound",
     "CircuitOpenError",
     "Config",
     "ConfigError",
+    "CostConfig",
     "FileOperationError",
     "LimitConfig",
     "MiddlewareError",
@@ -42,6 +46,7 @@ __all__ = [
     "RetryConfig",
     "StreamConfig",
     "StreamInterrupted",
+    "TagConfig",
     "TelemetryHandle",
     "ThrottleTimeout",
     "__version__",
@@ -49,4 +54,5 @@ __all__ = [
     "pipeline_of",
     "protect",
     "setup_telemetry",
+    "tags",
 ]

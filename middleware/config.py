@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from .cost import CostConfig
 from .errors import ConfigError
 from .limits import LimitConfig
 from .retry import RetryConfig
@@ -57,6 +58,8 @@ class Config:
     capture_content: bool | None = None
     """Record message content in spans; None reads OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT."""
     model_label_cap: int = 50
+    cost: CostConfig = field(default_factory=CostConfig)
+    """Prices, attribution tags and budgets (``middleware.cost``)."""
 
     def with_(self, **changes: Any) -> Config:
         """A copy with some fields changed."""
@@ -101,7 +104,7 @@ class Config:
         if reserve not in ("max", "predicted"):
             raise ConfigError(f"MIDDLEWARE_RESERVE_OUTPUT must be 'max' or 'predicted', not {reserve!r}")
         return cls(limits=limits, retry=retry, streaming=streaming, limiter_scope=scope,  # type: ignore[arg-type]
-                   reserve_output=reserve)  # type: ignore[arg-type]
+                   reserve_output=reserve, cost=CostConfig.from_env(e))  # type: ignore[arg-type]
 
 
 def _or(value: float | None, default: float) -> float:

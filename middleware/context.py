@@ -59,6 +59,16 @@ class CallContext:
     progress_callback: Any = None
     parent: CallContext | None = None
     """Set on the context of a resumed request: the call it belongs to."""
+    tags: dict[str, str] = field(default_factory=dict)
+    """Attribution tags (``middleware.tags()`` blocks and allow-listed request metadata)."""
+    usage: Any = None
+    """The usage the upstream reported (``middleware.cost.Usage``: input, cached input, output, reasoning)."""
+    budget: Any = None
+    """The budget reservation of this request (``middleware.cost.BudgetReservation``), if a budget applies."""
+    cost: Any = None
+    """What the call cost (``middleware.cost.Cost``, or ``Unpriced``), set at settlement."""
+    received_tokens: int | None = None
+    """Output tokens received by this request before it broke (set on a break; its usage is never reported)."""
 
     @property
     def elapsed(self) -> float:
@@ -71,5 +81,5 @@ class CallContext:
             operation=self.operation, route=request.route, model=self.model, model_label=self.model_label,
             body=request.body, stream=True, span=self.span, started=self.started, request=request,
             limiter_key=self.limiter_key, trace_id=self.trace_id, background=self.background,
-            include_usage_requested=self.include_usage_requested, parent=self,
+            include_usage_requested=self.include_usage_requested, parent=self, tags=self.tags,
         )

@@ -28,9 +28,10 @@ from typing import Any
 
 from .config import Config
 from .context import CallContext
+from .cost import BudgetExceeded, BudgetWait, Cost, CostServices, Unpriced, Usage, usage_from
 from .errors import MiddlewareError, RequestTooLarge, ThrottleTimeout, attach_history
 from .limits import Limiter, LimiterKey, Reservation
-from .retry import RetryController
+from .retry import RetryController, classify
 from .sdk import SdkRequest, Sent, compat, read_json_body
 from .streaming.forced import force_reason
 from .streaming.observer import ResumePlan, Seed, StreamObserver
@@ -65,7 +66,14 @@ class Reserve:
     tokens: int
 
 
-Effect = Send | Sleep | Reserve
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """Effect: one budget decision for a call's worst-case cost (a reservation, a wait, or None)."""
+
+    ctx: CallContext
+
+
+Effect = Send | Sleep | Reserve | Budget
 Flow = Generator[Effect, Any, Sent]
 
 
@@ -114,6 +122,7 @@ class Pipeline:
         self.retry = retry or RetryController.from_config(config.retry, events=recorder)
         self._key_prefix_cache: dict[str, str] = {}
         self.streaming = StreamingServices(config.streaming, recorder)
+        self.cost = CostServices(config.cost, events=recorder)
 
     # ------------------------------------------------------------------ the call, sync and async
     def call_sync(self, request: SdkRequest, *, seed: Seed | None = None) -> Any:
@@ -141,12 +150,30 @@ class Pipeline:
     def resume_sync(self, ctx: CallContext, plan: ResumePlan) -> Any:
         """Send the resumed request of a broken stream through admission and the retry loop (sync)."""
         child = self._resumption(ctx, plan)
-        return self._drive_sync(child, self.flow(child)).result
+        try:
+            return self._drive_sync(child, self.flow(child)).result
+        except BaseException:
+            self._resumption_failed(ctx, child)
+            raise
 
     async def resume_async(self, ctx: CallContext, plan: ResumePlan) -> Any:
         """Async twin of :meth:`resume_sync`."""
         child = self._resumption(ctx, plan)
-        return (await self._drive_async(child, self.flow(child))).result
+        try:
+            return (await self._drive_async(child, self.flow(child))).result
+        except BaseException:
+            self._resumption_failed(ctx, child)
+            raise
+
+    def _resumption_failed(self, ctx: CallContext, child: CallContext) -> None:
+        """A resumed request that never streamed: it leaves the stream's settlement, its budget hold is freed."""
+        if ctx.observer is not None:
+            ctx.observer.disown(child)
+        if child.budget is not None:
+            try:
+                self.cost.release(child.budget)
+            except Exception as exc:
+                self.recorder.telemetry_error("cost", exc)
 
     # ------------------------------------------------------------------ stages
     def open(self, request: SdkRequest, seed: Seed | None = None) -> CallContext:
@@ -160,6 +187,9 @@ class Pipeline:
         ctx.request = request
         ctx.seed = seed
         try:
+            ctx.tags = self.cost.tags_for(body)
+            if ctx.tags:
+                self.recorder.tagged(ctx)
             if request.can_force_stream():
                 reason = force_reason(self.streaming.config, self.streaming.adaptive, ctx.model, body)
                 if reason is not None:
@@ -185,15 +215,19 @@ class Pipeline:
         body, idle = attempt_changes(self.streaming.config, ctx, request)
         return request.with_options(body=body, idle_timeout=idle)
 
-    def limiter_key(self, api_key: str, model: str) -> LimiterKey:
-        """A hash of the API key plus the model (or '*' when one budget is shared across models)."""
+    def key_hash(self, api_key: str) -> str:
+        """The 12-hex-digit SHA-256 prefix that names an API key in limiter and budget keys (never the key)."""
         prefix = self._key_prefix_cache.get(api_key)
         if prefix is None:
             prefix = hashlib.sha256(api_key.encode()).hexdigest()[:12]
             if len(self._key_prefix_cache) < 64:
                 self._key_prefix_cache[api_key] = prefix
+        return prefix
+
+    def limiter_key(self, api_key: str, model: str) -> LimiterKey:
+        """A hash of the API key plus the model (or '*' when one budget is shared across models)."""
         scope = "*" if self.config.limiter_scope == "shared" else model
-        return LimiterKey(id=f"{prefix}:{scope}", model=model)
+        return LimiterKey(id=f"{self.key_hash(api_key)}:{scope}", model=model)
 
     def estimate(self, ctx: CallContext, *, record: bool = True) -> int:
         """Estimate the call's tokens; return what to reserve (:meth:`reserve_for`)."""
@@ -239,6 +273,8 @@ class Pipeline:
         """The attempt loop as a generator of effects; returns the successful attempt."""
         key: LimiterKey = ctx.limiter_key
         tokens = ctx.reserve_tokens
+        if self.cost.ledger is not None:
+            yield from self._admit_budget(ctx)
         state = self.retry.start(key.id, ctx.route, ctx.model)
         ctx.history = state.history
         attempt = 0
@@ -297,6 +333,30 @@ class Pipeline:
             self.limiter.learn(key, sent.headers)
             return sent
 
+    def _admit_budget(self, ctx: CallContext) -> Generator[Effect, Any, None]:
+        """Reserve the request's worst-case cost against its budgets (once per request, before any attempt):
+        wait for a period to roll over within the budget's wait, or fail with ``BudgetExceeded``."""
+        while True:
+            try:
+                decision = yield Budget(ctx)
+            except BudgetExceeded as exc:
+                self.recorder.budget_refused(ctx, exc)
+                raise
+            if isinstance(decision, BudgetWait):
+                self.recorder.backoff(ctx, attempt=0, delay_seconds=decision.seconds, reason="budget")
+                yield Sleep(decision.seconds)
+                continue
+            ctx.budget = decision
+            if decision is not None:
+                self.recorder.budget_admitted(ctx, decision)
+            return
+
+    def _decide_budget(self, ctx: CallContext) -> Any:
+        est = ctx.estimate
+        return self.cost.decide(self.key_hash(ctx.request.api_key), ctx.model, ctx.tags,
+                                est.prompt_tokens if est is not None else 0,
+                                est.max_output_tokens if est is not None else None)
+
     def _after_failure(
         self, ctx: CallContext, key: LimiterKey, reservation: Reservation, exc: BaseException, failure: Any
     ) -> None:
@@ -341,31 +401,57 @@ class Pipeline:
     def settle(self, ctx: CallContext, resumed: Sequence[CallContext] = ()) -> None:
         """Settle a call's reservations once: the last request's against the reported usage, with
         :meth:`charge`; the reservations of requests that broke stay charged (the upstream counted them);
-        without reported usage the reservation stands as charged."""
+        without reported usage the reservation stands as charged. Then price every request (:meth:`_price`)."""
         if ctx.settled:
             return
         ctx.settled = True
         for child in resumed:
             child.settled = True
         last = resumed[-1] if resumed else ctx
-        if last.reservation is None or ctx.input_tokens is None:
-            return
         try:
-            actual = self.charge(last.estimate, ctx.input_tokens, ctx.output_tokens or 0)
-            self.limiter.settle(last.reservation, actual)
-            self.recorder.settled(ctx, actual)
-            if not resumed and ctx.output_tokens is not None and ctx.operation != "embeddings":
-                est = ctx.estimate
-                self.predictor.observe(ctx.model, ctx.operation, est.max_output_tokens if est else None,
-                                       ctx.output_tokens)
+            if last.reservation is not None and ctx.input_tokens is not None:
+                actual = self.charge(last.estimate, ctx.input_tokens, ctx.output_tokens or 0)
+                self.limiter.settle(last.reservation, actual)
+                self.recorder.settled(ctx, actual)
+                if not resumed and ctx.output_tokens is not None and ctx.operation != "embeddings":
+                    est = ctx.estimate
+                    self.predictor.observe(ctx.model, ctx.operation, est.max_output_tokens if est else None,
+                                           ctx.output_tokens)
         except Exception as exc:
             self.recorder.telemetry_error("settle", exc)
+        self._price(ctx, [ctx, *resumed])
+
+    def _price(self, ctx: CallContext, requests: Sequence[CallContext]) -> None:
+        """The call's cost from what was reported: the last request's usage; a request that broke reported
+        none, so it is priced from its prompt count and the output tokens it delivered (what it consumed)."""
+        model = ctx.response_model or ctx.model
+        try:
+            parts: list[Cost | Unpriced] = []
+            for i, request in enumerate(requests):
+                if i == len(requests) - 1 and request.received_tokens is None:
+                    usage = ctx.usage
+                else:
+                    est = request.estimate
+                    usage = Usage(est.prompt_tokens if est is not None else 0, request.received_tokens or 0)
+                parts.append(self.cost.settle(request.budget, model, usage, tags=ctx.tags))
+            unpriced = [p for p in parts if isinstance(p, Unpriced)]
+            if unpriced:
+                ctx.cost = unpriced[0]
+            else:
+                total = parts[0]
+                for part in parts[1:]:
+                    total = total + part  # type: ignore[operator]
+                ctx.cost = total
+        except Exception as exc:
+            self.recorder.telemetry_error("cost", exc)
 
     def _read_result(self, ctx: CallContext, result: Any, raw: Any) -> None:
-        inp, out = usage_of(result)
-        if inp is None and out is None:
+        usage = usage_from(result)
+        inp, out = (usage.input_tokens, usage.output_tokens) if usage is not None else (None, None)
+        if usage is None:
             data = read_json_body(raw) if raw is not None else None
             if data is not None:  # a raw-response path: the parsed object is the caller's to build
+                usage = usage_from(data)
                 inp, out = usage_from_json(data)
                 model, rid = data.get("model"), data.get("id")
                 ctx.response_model = model if isinstance(model, str) else None
@@ -378,14 +464,26 @@ class Pipeline:
             choices = getattr(result, "choices", None)
             if isinstance(choices, list) and choices:
                 ctx.finish_reasons = [str(c.finish_reason) for c in choices if getattr(c, "finish_reason", None)]
+        ctx.usage = usage
         ctx.input_tokens = inp
         ctx.output_tokens = out
 
     def fail(self, ctx: CallContext, error: BaseException) -> None:
-        """End a call that failed before or during its attempts (its reservation stays charged)."""
+        """End a call that failed before or during its attempts (its limiter reservation stays charged).
+
+        Its budget reservation is released when no request can have been billed (refused before sending,
+        an HTTP error answer); otherwise (a timeout, a broken response) it stays charged at its worst case."""
         if isinstance(error, MiddlewareError) and not getattr(error, "middleware_attempts", None):
             attach_history(error, ctx.history)
         ctx.settled = True
+        if ctx.budget is not None:
+            try:
+                if not ctx.history or classify(error).status is not None:
+                    self.cost.release(ctx.budget)
+                else:
+                    self.cost.settle(ctx.budget, ctx.model, None, tags=ctx.tags)
+            except Exception as exc:
+                self.recorder.telemetry_error("cost", exc)
         self.recorder.end_call(ctx, error)
 
     def _resumption(self, ctx: CallContext, plan: ResumePlan) -> CallContext:
@@ -422,6 +520,8 @@ class Pipeline:
                     value = request.send(effect.options, ctx.observer)
                 elif isinstance(effect, Reserve):
                     value = self.limiter.reserve(effect.key, effect.tokens)
+                elif isinstance(effect, Budget):
+                    value = self._decide_budget(effect.ctx)
                 else:
                     time.sleep(effect.seconds)
                     value = None
@@ -448,6 +548,10 @@ class Pipeline:
                     value = await request.asend(effect.options, ctx.observer)
                 elif isinstance(effect, Reserve):
                     value = await self.limiter.reserve_async(effect.key, effect.tokens)
+                elif isinstance(effect, Budget):  # a shared ledger answers over the network: off the event loop
+                    shared = self.cost.ledger is not None and self.cost.ledger.shared
+                    value = await asyncio.to_thread(self._decide_budget, effect.ctx) if shared \
+                        else self._decide_budget(effect.ctx)
                 else:
                     await asyncio.sleep(effect.seconds)
                     value = None

@@ -5,7 +5,7 @@ The Redis script computes the same from Redis server time (``budget_script.py``,
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Literal
 
 Period = Literal["day", "month"]
@@ -15,7 +15,7 @@ DAY_SECONDS = 86_400.0
 
 def period_id(period: Period, now: float) -> str:
     """``2026-11-30`` (day) or ``2026-11`` (month) for a Unix time."""
-    t = datetime.fromtimestamp(now, UTC)
+    t = datetime.fromtimestamp(now, timezone.utc)
     return f"{t.year:04d}-{t.month:02d}-{t.day:02d}" if period == "day" else f"{t.year:04d}-{t.month:02d}"
 
 
@@ -23,9 +23,9 @@ def period_end(period: Period, now: float) -> float:
     """The Unix time at which the period containing ``now`` ends (next UTC midnight or month start)."""
     if period == "day":
         return (now // DAY_SECONDS + 1) * DAY_SECONDS
-    t = datetime.fromtimestamp(now, UTC)
+    t = datetime.fromtimestamp(now, timezone.utc)
     year, month = (t.year + 1, 1) if t.month == 12 else (t.year, t.month + 1)
-    return datetime(year, month, 1, tzinfo=UTC).timestamp()
+    return datetime(year, month, 1, tzinfo=timezone.utc).timestamp()
 
 
 def period_seconds(period: Period) -> float:

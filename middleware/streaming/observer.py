@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..context import CallContext
+from ..cost import read_usage
 from ..errors import PartialResult, StreamInterrupted
 from ..telemetry import names as n
 from .checkpoint import Checkpoint, new_checkpoint_id
@@ -80,6 +81,7 @@ class StreamObserver:
         "_parts",
         "_resumptions",
         "_seam",
+        "_segment_start",
         "_splice",
         "_store",
         "_tokens",
@@ -113,6 +115,7 @@ class StreamObserver:
         self._opening = False
         self._created = 0
         self._resumptions = 0
+        self._segment_start = 0
         self._children: list[CallContext] = []
         self.checkpoint_id: str | None = None
         seed = ctx.seed
@@ -125,6 +128,7 @@ class StreamObserver:
                 ctx.background = seed.body.get("background") is True
                 self.partial.response_id = seed.response_id
                 self.partial.sequence_number = seed.sequence_number
+        self._segment_start = self._tokens
         self._store = services.store
         every = cfg.checkpoint_every_chunks
         self._next_ckpt = every if self._store is not None and every > 0 else math.inf
@@ -210,9 +214,12 @@ class StreamObserver:
                 self.partial.finish_reason = choice.finish_reason
         usage = chunk.usage
         if usage is not None:
-            self.ctx.input_tokens = usage.prompt_tokens
-            self.ctx.output_tokens = usage.completion_tokens
-            self.partial.usage = {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens}
+            reported = read_usage(usage)
+            if reported is not None:
+                self.ctx.usage = reported
+                self.ctx.input_tokens = reported.input_tokens
+                self.ctx.output_tokens = reported.output_tokens
+                self.partial.usage = {"input_tokens": reported.input_tokens, "output_tokens": reported.output_tokens}
             if not self.ctx.include_usage_requested:
                 # We asked for usage, the caller did not: a chunk that carries only usage is hidden, whatever
                 # its choices look like (some gateways send one empty choice with it); usage riding on a chunk
@@ -247,12 +254,12 @@ class StreamObserver:
                 self.partial.response_id = rid
             if isinstance(model, str):
                 self.ctx.response_model = model
-            usage = field_of(response, "usage")
-            inp, out = field_of(usage, "input_tokens"), field_of(usage, "output_tokens")
-            if isinstance(inp, int) and isinstance(out, int):
-                self.ctx.input_tokens = inp
-                self.ctx.output_tokens = out
-                self.partial.usage = {"input_tokens": inp, "output_tokens": out}
+            reported = read_usage(field_of(response, "usage"))
+            if reported is not None:
+                self.ctx.usage = reported
+                self.ctx.input_tokens = reported.input_tokens
+                self.ctx.output_tokens = reported.output_tokens
+                self.partial.usage = {"input_tokens": reported.input_tokens, "output_tokens": reported.output_tokens}
             if etype != "response.created":
                 self.partial.finish_reason = etype.split(".", 1)[1]
         return True
@@ -324,6 +331,10 @@ class StreamObserver:
         if cause == "stall":
             recorder.stall(ctx, cfg.idle_timeout_seconds)
         recorder.interruption(ctx, cause, len(text))
+        broken = self._children[-1] if self._children else ctx
+        if broken.received_tokens is None:  # its usage will never be reported: keep what it delivered
+            broken.received_tokens = self._tokens - self._segment_start
+        self._segment_start = self._tokens
         if self._seam is None:
             self._seam = self._last if self._last is not None else time.monotonic()
         self._last = None
@@ -399,6 +410,11 @@ class StreamObserver:
     def adopt(self, child: CallContext) -> None:
         """Keep the context of a resumed request (its reservation is settled when the stream ends)."""
         self._children.append(child)
+
+    def disown(self, child: CallContext) -> None:
+        """A resumed request that failed before it streamed anything is no part of the stream's settlement."""
+        if child in self._children:
+            self._children.remove(child)
 
     # ---------------------------------------------------------------- the end, exactly once
     def finish(self, state: str, error: BaseException | None = None) -> None:

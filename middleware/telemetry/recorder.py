@@ -24,6 +24,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from .._version import __version__
 from ..context import CallContext
+from ..cost.attributes import budget_attributes, cost_attributes, tag_attributes, usage_attributes
 from . import names as n
 from .instruments import Instruments
 
@@ -320,6 +321,15 @@ class Recorder:
         if ctx.output_tokens is not None:
             attrs[n.A_USAGE_OUTPUT] = ctx.output_tokens
             usage.observe((model, ctx.operation, n.TOKEN_OUTPUT), ctx.output_tokens, exemplar)
+        details = ctx.usage
+        if details is not None and (details.cached_input_tokens or details.reasoning_tokens):
+            attrs.update(usage_attributes(details))
+            if details.cached_input_tokens:
+                usage.observe((model, ctx.operation, n.TOKEN_CACHED_INPUT), details.cached_input_tokens, exemplar)
+            if details.reasoning_tokens:
+                usage.observe((model, ctx.operation, n.TOKEN_REASONING), details.reasoning_tokens, exemplar)
+        if ctx.cost is not None:
+            attrs.update(cost_attributes(ctx.cost))
         self._estimate_error(ctx)
         if self.capture_content and ctx.output_text is not None:
             attrs[n.A_OUTPUT_MESSAGES] = ctx.output_text[:65536]
@@ -446,6 +456,59 @@ class Recorder:
     def adaptive_threshold(self, model: str, tokens: float) -> None:
         """The adaptive forced-streaming threshold for a model changed."""
         self.m[n.ADAPTIVE_THRESHOLD].set((self.model_label(model),), tokens)
+
+    # ------------------------------------------------------------------ cost (CostEvents and the call's budget)
+    @_guarded()
+    def tagged(self, ctx: CallContext) -> None:
+        """The call's attribution tags (span attributes; metrics get them folded, at settlement)."""
+        ctx.span.set_attributes(tag_attributes(ctx.tags))
+
+    @_guarded()
+    def budget_admitted(self, ctx: CallContext, reservation: Any) -> None:
+        """The call's worst-case cost was reserved against its budgets (a span event)."""
+        ctx.span.add_event(n.E_BUDGET, budget_attributes(reservation))
+
+    @_guarded()
+    def budget_refused(self, ctx: CallContext, error: Any) -> None:
+        """A budget refused the call (a span event; the call then fails with ``BudgetExceeded``)."""
+        ctx.span.add_event(n.E_BUDGET, budget_attributes(error))
+
+    @_guarded()
+    def call_cost(self, model: str, labels: tuple[str, ...], cost: Any) -> None:
+        """CostEvents: one request settled at ``cost`` (the cost counter by token type, cached savings)."""
+        label = self.model_label(model)
+        counter = self.m[n.COST_USD]
+        for token_type, usd in cost.by_token_type().items():
+            if usd:
+                counter.add((label, token_type, *labels), usd)
+        if cost.cached_savings_usd:
+            self.m[n.COST_SAVINGS_USD].add((label,), cost.cached_savings_usd)
+
+    @_guarded()
+    def call_unpriced(self, model: str, labels: tuple[str, ...], reason: str) -> None:
+        """CostEvents: a request settled without a price (never guessed)."""
+        self.m[n.UNPRICED_CALLS].add((self.model_label(model), reason))
+
+    @_guarded()
+    def budget_decision(self, budget: str, period: str, decision: str) -> None:
+        """CostEvents: one budget's decision for one call."""
+        self.m[n.BUDGET_DECISIONS].add((budget, period, decision))
+
+    @_guarded()
+    def budget_state(self, budget: str, period: str, spent_usd: float, limit_usd: float) -> None:
+        """CostEvents: a budget's spend in its current period and its limit (gauges)."""
+        self.m[n.BUDGET_SPEND_USD].set((budget, period), spent_usd)
+        self.m[n.BUDGET_LIMIT_USD].set((budget, period), limit_usd)
+
+    @_guarded()
+    def budget_fallback(self, backend: str, active: bool) -> None:
+        """CostEvents: the shared budget backend failed (active) or came back."""
+        self.m[n.BUDGET_FALLBACK_ACTIVE].set((backend,), 1.0 if active else 0.0)
+
+    @_guarded()
+    def tag_folded(self, key: str) -> None:
+        """CostEvents: a tag value was folded into ``other``."""
+        self.m[n.TAG_VALUES_FOLDED].add((key,))
 
     # ------------------------------------------------------------------ component events (Protocols)
     @_guarded()

@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = ("middleware", "middleware.cli", "middleware.demo", "middleware.traces_cli", "middleware.files.cli",
