@@ -12,6 +12,7 @@ import os
 import sys
 import unicodedata
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -19,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..errors import FileOperationError, MiddlewareError
-from .process import DEFAULT_PROMPT, ProcessReport, ProgressEvent, process_files
+from .process import DEFAULT_PROMPT, ProcessReport, ProgressEvent, prepare_out_dir, process_files
 
 
 def printable(name: str) -> str:
@@ -60,7 +61,9 @@ def _non_negative(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="middleware files", description="Safe file operations.")
+    from ..cli import ArgumentParser
+
+    parser = ArgumentParser(prog="middleware files", description="Safe file operations.")
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("summarize", help="summarize every text file under DIR (re-runs skip finished files)")
     s.add_argument("dir", help="the folder to read (nothing outside it is read; files with several hard links "
@@ -118,23 +121,31 @@ def files_cli_main(argv: Sequence[str] | None = None) -> int:
         except MiddlewareError as exc:
             return fail(str(exc))
         client = protect(openai.OpenAI(api_key=key, base_url=args.base_url), config)
+    if not args.dry_run:
+        try:  # before the progress display: a bad --out is one line, before any work
+            prepare_out_dir(Path(os.path.abspath(args.out)))
+        except FileOperationError as exc:
+            return fail(str(exc))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as bar:
+                  console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("files", total=None)
+        error = ""
 
         def on_progress(ev: ProgressEvent) -> None:
             detail = f" {shown(ev.path)} chunk {ev.chunks_done}/{ev.chunks_total}" if ev.kind == "chunk_done" else ""
             bar.update(task, total=ev.files_total, completed=ev.files_done, description=f"files{detail}")
 
         try:
-            report = process_files(
+            report: ProcessReport | None = process_files(
                 "", args.prompt, client, model=args.model, root=args.dir, out_dir=args.out,
                 max_chunk_tokens=args.max_chunk_tokens, overlap_tokens=args.overlap_tokens,
                 concurrency=args.concurrency, progress=on_progress, dry_run=args.dry_run,
                 allow_hard_links=args.allow_hard_links,
             )
         except (FileOperationError, ValueError) as exc:
-            return fail(str(exc))
+            report, error = None, str(exc)
+    if report is None:  # after the progress display has gone: one line
+        return fail(error)
     console.print(_table(report))
     counts = {s: len(report.with_status(s)) for s in ("done", "skipped", "refused", "failed", "planned")}
     console.print(", ".join(f"{k}: {v}" for k, v in counts.items() if v) or "no files")

@@ -309,7 +309,7 @@ def _walk(top: str, exclude: str) -> list[str | _Unlisted]:
     return out
 
 
-def _prepare_out_dir(out: Path) -> None:
+def prepare_out_dir(out: Path) -> None:
     """Create the output folder (0700) and prove it writable, before anything is read or sent."""
     target = str(out)
     if out.exists() and not out.is_dir():
@@ -333,7 +333,7 @@ def _start(paths_or_globs: str | Sequence[str], root: str | os.PathLike[str], ou
                         allow_hard_links=settings.pop("allow_hard_links"))
     out = Path(os.path.abspath(os.fspath(out_dir)))
     if not settings["dry_run"]:
-        _prepare_out_dir(out)
+        prepare_out_dir(out)
     run = _Run(reader=reader, out_dir=out, **settings)
     paths = _expand(paths_or_globs, reader.root, _real(str(out)))
     run.files_total = len(paths)
