@@ -85,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
-        parser.error(f"--port must be from 0 to 65535, not {args.port}")
+        print(f"webhook: --port must be from 0 to 65535, not {args.port}", file=sys.stderr)
+        return 2
     try:
         receiver = WebhookReceiver(args.host, args.port, echo=True)
     except OSError as exc:
