@@ -633,9 +633,13 @@ def read_env(name: str, env: Mapping[str, str] | None = None) -> Any:
     return _BY_NAME[name].read(os.environ if env is None else env)
 
 
+_warned: set[str] = set()
+
+
 def _warn_unknown(env: Mapping[str, str]) -> None:
     for key in env:
-        if key.startswith(ENV_PREFIX) and key not in _BY_NAME:
+        if key.startswith(ENV_PREFIX) and key not in _BY_NAME and key not in _warned:
+            _warned.add(key)
             close = difflib.get_close_matches(key, list(_BY_NAME), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             _log.warning("unknown variable %s ignored%s", key, hint)

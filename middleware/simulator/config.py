@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import typing
@@ -176,6 +177,7 @@ def _literal(name: str) -> Choice:
     return Choice(tuple(str(v) for v in typing.get_args(hint)))
 
 
+@functools.lru_cache(maxsize=1)
 def _specs() -> dict[str, Spec]:
     seconds = Number(0, MAX_SECONDS, unit="seconds")
     return {
