@@ -61,6 +61,25 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def _make_parents(directory: str, mode: int) -> None:
+    """Create ``directory`` and its missing parents, every one with ``mode`` (``os.makedirs`` gives ``mode`` to the
+    last folder only)."""
+    missing: list[str] = []
+    current = directory
+    while not os.path.isdir(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, mode)
+        except FileExistsError:
+            if not os.path.isdir(folder):
+                raise
+
+
 def _umask() -> int:
     """The process umask, read without changing it where /proc allows (changing it races other threads)."""
     try:
@@ -111,7 +130,7 @@ def atomic_write(
         raise FileOperationError(f"cannot write {target}: is a directory", path=target, reason="is_directory")
     try:
         if make_parents:
-            os.makedirs(directory, mode=dir_mode, exist_ok=True)
+            _make_parents(directory, dir_mode)
         if mode is None:
             mode = existing.st_mode & 0o7777 if existing is not None else 0o666 & ~_umask()
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)

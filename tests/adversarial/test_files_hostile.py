@@ -338,9 +338,9 @@ def test_atomic_write_calls_a_full_disk_no_space(tmp_path: Path) -> None:
 
 
 def test_outputs_are_private_to_the_user(simulator: Simulator, root: Path, tmp_path: Path) -> None:
-    (root / "sub").mkdir()
-    (root / "sub" / "private.txt").write_text("my diary\n")
-    os.chmod(root / "sub" / "private.txt", 0o600)
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / "sub" / "deeper" / "private.txt").write_text("my diary\n")
+    os.chmod(root / "sub" / "deeper" / "private.txt", 0o600)
     old = os.umask(0o022)
     try:
         client = protect(openai.OpenAI(api_key="test", base_url=simulator.base_url))
