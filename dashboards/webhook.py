@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import threading
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+MAX_BODY_BYTES = 1024 * 1024
 
 
 class WebhookReceiver:
@@ -23,8 +26,18 @@ class WebhookReceiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                payload = json.loads(body or b"{}")
+                raw = self.headers.get("Content-Length", "0").strip()
+                if not raw.isdigit() or int(raw) > MAX_BODY_BYTES:
+                    self.send_error(413 if raw.isdigit() else 400)
+                    return
+                try:
+                    payload = json.loads(self.rfile.read(int(raw)) or b"{}")
+                except ValueError:
+                    self.send_error(400, "body is not JSON")
+                    return
+                if not isinstance(payload, dict):
+                    self.send_error(400, "body is not a JSON object")
+                    return
                 with receiver._lock:
                     receiver.notifications.append((self.path, payload))
                 if echo:
@@ -64,15 +77,29 @@ class WebhookReceiver:
         self._server.server_close()
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Serve until interrupted, printing each notification."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until interrupted, printing each notification (127.0.0.1 unless ``--host`` says otherwise)."""
     parser = argparse.ArgumentParser(prog="python -m dashboards.webhook")
-    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="bind address (default 127.0.0.1; 0.0.0.0 only inside a container network)")
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args(argv)
-    receiver = WebhookReceiver(args.host, args.port, echo=True)
-    receiver._server.serve_forever()
+    if not 0 <= args.port <= 65535:
+        print(f"webhook: --port must be from 0 to 65535, not {args.port}", file=sys.stderr)
+        return 2
+    try:
+        receiver = WebhookReceiver(args.host, args.port, echo=True)
+    except OSError as exc:
+        print(f"webhook: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    try:
+        receiver._server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        receiver._server.server_close()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

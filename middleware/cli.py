@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ._version import __version__
 
@@ -19,6 +20,14 @@ commands:
   files       process files through the protected client: middleware files summarize DIR
   traces      the slowest and failed calls of the last run; middleware traces show ID draws one trace
 """
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line on stderr (``prog: error: ...``), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``prog: error: message`` (one line) and exit 2."""
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,8 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .files import files_cli_main
 
         return files_cli_main(rest)
-    parser = argparse.ArgumentParser(prog="middleware", usage=USAGE)
-    parser.error(f"unknown command {command!r}")
+    print(f"middleware: error: unknown command {command!r} (see middleware --help)", file=sys.stderr)
     return 2
 
 

@@ -25,7 +25,9 @@ import openai
 from prometheus_client import REGISTRY
 
 from . import Config, protect
-from .errors import MiddlewareError
+from .cli import ArgumentParser
+from .config import MAX_SECONDS, Number, read_env
+from .errors import ConfigError, MiddlewareError
 from .telemetry import names as n
 from .telemetry.setup import setup_telemetry
 
@@ -237,22 +239,38 @@ def _stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
+def _ranged(kind: type[int] | type[float], low: float, high: float, *, exclusive_low: bool = False
+            ) -> Callable[[str], Any]:
+    """An argparse type: a finite number of ``kind`` within the range (one clear message otherwise)."""
+    spec = Number(low, high, exclusive_min=exclusive_low, integer=kind is int)
+
+    def parse(text: str) -> Any:
+        try:
+            return spec.parse(text.strip())
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed ({exc}): expected {spec.allowed}") from None
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """Command-line options of ``middleware demo``."""
-    p = argparse.ArgumentParser(prog="middleware demo", description=__doc__)
-    p.add_argument("--duration", type=float, default=60.0,
+    """Command-line options of ``middleware demo`` (ConfigError when MIDDLEWARE_METRICS_ADDR is not allowed)."""
+    p = ArgumentParser(prog="middleware demo", description=__doc__)
+    p.add_argument("--duration", type=_ranged(float, 0, MAX_SECONDS), default=60.0,
                    help="seconds of workload (default 60; 0 = until interrupted, with a burst every minute)")
-    p.add_argument("--workers", type=int, default=6)
-    addr = os.environ.get("MIDDLEWARE_METRICS_ADDR", "127.0.0.1:9464")
-    host, _, port = addr.rpartition(":")
-    p.add_argument("--metrics-host", default=host or "127.0.0.1",
+    p.add_argument("--workers", type=_ranged(int, 1, 256), default=6)
+    host, port = read_env("MIDDLEWARE_METRICS_ADDR")
+    p.add_argument("--metrics-host", default=host,
                    help="/metrics address (default 127.0.0.1; env MIDDLEWARE_METRICS_ADDR=host:port)")
-    p.add_argument("--metrics-port", type=int, default=int(port or 9464), help="/metrics port (0: any free port)")
+    p.add_argument("--metrics-port", type=_ranged(int, 0, 65535), default=port,
+                   help="/metrics port (0: any free port)")
     p.add_argument("--live", action="store_true", help="run against the real API (needs OPENAI_API_KEY)")
     p.add_argument("--no-progress", action="store_true", help="no live display (for logs and CI)")
-    p.add_argument("--window", type=float, default=10.0, help="simulator rate-limit window in seconds")
-    p.add_argument("--rpm", type=int, default=60, help="simulator requests per window")
-    p.add_argument("--tpm", type=int, default=40_000, help="simulator tokens per window")
+    p.add_argument("--window", type=_ranged(float, 0, MAX_SECONDS, exclusive_low=True), default=10.0,
+                   help="simulator rate-limit window in seconds")
+    p.add_argument("--rpm", type=_ranged(int, 1, 10**9), default=60, help="simulator requests per window")
+    p.add_argument("--tpm", type=_ranged(int, 1, 10**12), default=40_000, help="simulator tokens per window")
     return p
 
 
@@ -267,8 +285,17 @@ def _start_simulator(args: argparse.Namespace) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the demo; returns 0 when the workload completed without errors reaching the caller."""
-    args = build_parser().parse_args(argv)
+    """Run the demo; returns 0 when the workload completed without errors reaching the caller.
+
+    User errors (options, ``MIDDLEWARE_*`` variables, a /metrics port that cannot be bound) print one line
+    on stderr and return 2 (1 for the port), never a traceback.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+        env_config = Config.from_env()
+    except ConfigError as exc:
+        print(f"middleware demo: {exc}", file=sys.stderr)
+        return 2
     from ._extras import CLI, OTEL, MissingExtraError, require
 
     try:
@@ -284,7 +311,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if live and not os.environ.get("OPENAI_API_KEY"):
         console.print("[red]--live needs OPENAI_API_KEY[/red]")
         return 2
-    telemetry = setup_telemetry(metrics_port=args.metrics_port, metrics_host=args.metrics_host, span_stats=True)
+    try:
+        telemetry = setup_telemetry(metrics_port=args.metrics_port, metrics_host=args.metrics_host, span_stats=True)
+    except (OSError, OverflowError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        print(f"middleware demo: cannot serve /metrics on {args.metrics_host}:{args.metrics_port}: {reason}",
+              file=sys.stderr)
+        return 1
     metrics_url = f"http://{args.metrics_host}:{telemetry.metrics_port}/metrics"
     sim = None
     try:
@@ -298,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             model, scale, workers = SIM_MODEL, 1.0, args.workers
             # Nothing about the limits is configured: the middleware learns them, and the simulator's
             # shortened window, from the x-ratelimit-* headers within a few calls.
-            env = Config.from_env()  # MIDDLEWARE_REDIS_URL etc. still apply
+            env = env_config  # MIDDLEWARE_REDIS_URL etc. still apply
             config = env.with_(limits=replace(env.limits, max_wait_seconds=120.0),
                                retry=replace(env.retry, max_attempts=6))
         client = protect(raw, config)

@@ -19,7 +19,18 @@ class MiddlewareError(Exception):
 
 
 class ConfigError(MiddlewareError, ValueError):
-    """A configuration value is invalid."""
+    """A configuration value is invalid.
+
+    When raised for one setting, ``setting`` names it (``MIDDLEWARE_RPM``, ``StreamConfig.idle_timeout_seconds``),
+    ``value`` is the value as shown in the message (credentials redacted) and ``allowed`` says what is allowed.
+    """
+
+    def __init__(self, message: str, *, setting: str | None = None, value: str | None = None,
+                 allowed: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+        self.value = value
+        self.allowed = allowed
 
 
 class ThrottleTimeout(MiddlewareError):

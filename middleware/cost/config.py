@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 from middleware.errors import ConfigError
 
 from .attribution import TagConfig
-from .budgets import MODES, BudgetRule, Mode, parse_rules
+from .budgets import MODES, BudgetRule, Mode
 
 
 @dataclass(frozen=True)
@@ -61,40 +60,10 @@ class CostConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> CostConfig:
-        """Build from ``MIDDLEWARE_*`` variables (see the module doc); ConfigError names a bad variable."""
-        e = os.environ if env is None else env
-        defaults, tag_defaults = cls(), TagConfig()
-        keys = e.get("MIDDLEWARE_TAG_KEYS")
-        try:
-            tags = TagConfig(
-                keys=tuple(k.strip() for k in keys.split(",") if k.strip()) if keys is not None else tag_defaults.keys,
-                value_cap=_int(e, "MIDDLEWARE_TAG_VALUE_CAP", tag_defaults.value_cap),
-                combination_cap=_int(e, "MIDDLEWARE_TAG_COMBINATION_CAP", tag_defaults.combination_cap),
-            )
-        except ConfigError as exc:
-            if "MIDDLEWARE_" in str(exc):
-                raise
-            raise ConfigError(f"MIDDLEWARE_TAG_KEYS / MIDDLEWARE_TAG_*_CAP: {exc}") from None
-        mode = e.get("MIDDLEWARE_BUDGET_MODE", "").strip() or defaults.budget_mode
-        if mode not in MODES:
-            raise ConfigError(f"MIDDLEWARE_BUDGET_MODE must be one of {', '.join(MODES)}, not {mode!r}")
-        try:
-            rules = parse_rules(e.get("MIDDLEWARE_BUDGETS", ""))
-        except ConfigError as exc:
-            raise ConfigError(f"MIDDLEWARE_BUDGETS: {exc}") from None
-        ceiling_raw = e.get("MIDDLEWARE_BUDGET_DEFAULT_MAX_OUTPUT", "").strip()
-        ceiling = None if ceiling_raw.lower() == "none" else _int(
-            e, "MIDDLEWARE_BUDGET_DEFAULT_MAX_OUTPUT", defaults.default_max_output_tokens or 0)
-        prices_file = e.get("MIDDLEWARE_PRICES_FILE", "").strip()
-        return cls(
-            prices_file=Path(prices_file) if prices_file else None,
-            tags=tags,
-            budgets=rules,
-            budget_mode=mode,  # type: ignore[arg-type]
-            budget_max_wait_seconds=_float(e, "MIDDLEWARE_BUDGET_MAX_WAIT", defaults.budget_max_wait_seconds),
-            redis_url=(e.get("MIDDLEWARE_BUDGET_REDIS_URL") or e.get("MIDDLEWARE_REDIS_URL") or "").strip() or None,
-            default_max_output_tokens=ceiling,
-        )
+        """The cost part of ``Config.from_env()``: one table of ``MIDDLEWARE_*`` variables (``middleware.config``)."""
+        from ..config import Config
+
+        return Config.from_env(env).cost
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:

@@ -8,16 +8,26 @@ one, at most ``concurrency`` calls at once) and write ``<out>/<rel>.summary.md``
 ``.summary.json`` marker atomically. ``<out>/manifest.json`` records the run. A dry run reads and
 chunks the files (to count chunks and detect finished ones) but calls nothing and writes nothing.
 The prompt template's ``{chunk}``, ``{path}``, ``{part}`` and ``{parts}`` are substituted.
+
+Every input ends in the report, whatever happens: folders that cannot be listed (no permission, a
+path too long) are reported as refused with their reason; a file swapped while the run walks is
+refused, and the run goes on; a progress callback that raises is counted (``progress_errors``),
+never lets a file disappear. Outputs are private to the user: files 0600, folders created 0700 (the
+inputs may be private, and a summary carries their content). The output folder is prepared (created,
+checked writable) before anything is read or sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import glob
 import hashlib
 import json
+import logging
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +42,10 @@ from .chunking import Chunk, iter_file_chunks
 from .events import FileEvents
 from .safe_read import DEFAULT_MAX_BYTES, SafeReader, TextStats
 
+_log = logging.getLogger(__name__)
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
 DEFAULT_PROMPT = "Summarize this part ({part}/{parts}) of the file {path}:\n\n{chunk}"
 
 
@@ -54,6 +68,10 @@ class ProcessReport:
     outcomes: list[FileOutcome] = field(default_factory=list)
     dry_run: bool = False
     seconds: float = 0.0
+    progress_errors: int = 0
+    """How many times the progress callback raised (the run went on)."""
+    manifest_error: str | None = None
+    """Why ``manifest.json`` could not be written (a reason code), or None."""
 
     def with_status(self, status: str) -> list[FileOutcome]:
         """The outcomes that have ``status``."""
@@ -66,7 +84,7 @@ class ProcessReport:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form (the manifest)."""
-        return {"dry_run": self.dry_run, "seconds": round(self.seconds, 3),
+        return {"dry_run": self.dry_run, "seconds": round(self.seconds, 3), "progress_errors": self.progress_errors,
                 "files": [asdict(o) for o in self.outcomes]}
 
 
@@ -110,6 +128,7 @@ class _Run:
     progress: Callable[[ProgressEvent], None] | None
     files_total: int = 0
     files_done: int = 0
+    progress_errors: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def report(self, kind: str, path: str, done: int = 0, total: int = 0, *, file_end: bool = True) -> None:
@@ -117,7 +136,18 @@ class _Run:
             if file_end:
                 self.files_done += 1
             if self.progress is not None:
-                self.progress(ProgressEvent(kind, path, done, total, self.files_done, self.files_total))
+                try:
+                    self.progress(ProgressEvent(kind, path, done, total, self.files_done, self.files_total))
+                except Exception:  # the caller's callback never costs a file its outcome
+                    self.progress_errors += 1
+                    if self.progress_errors == 1:
+                        _log.warning("progress callback raised; the run goes on (counted in progress_errors)",
+                                     exc_info=True)
+
+    def refused(self, shown: str, reason: str) -> FileOutcome:
+        """Report and return a refusal."""
+        self.report("file_refused", shown)
+        return FileOutcome(shown, "refused", reason)
 
     def plan(self, path: str) -> _Job | FileOutcome:
         """Read and chunk one file; a refusal, a finished file or (dry run) a plan ends here."""
@@ -128,8 +158,9 @@ class _Run:
             chunks = list(iter_file_chunks(self.reader, path, self.model, self.max_chunk_tokens, self.overlap_tokens,
                                            stats=stats, events=self.events))
         except FileOperationError as exc:
-            self.report("file_refused", shown)
-            return FileOutcome(shown, "refused", exc.reason)
+            return self.refused(shown, exc.reason)
+        except OSError as exc:  # a guard of last resort: whatever the file system does, the run goes on
+            return self.refused(shown, self.reader.os_refusal(exc, shown).reason)
         tokens = sum(c.tokens for c in chunks)
         key = hashlib.sha256(json.dumps([stats.sha256, self.prompt_template, self.model, self.max_chunk_tokens,
                                          self.overlap_tokens, self.max_output_tokens]).encode()).hexdigest()
@@ -203,56 +234,139 @@ def _write_outputs(job: _Job) -> None:
     else:
         text = "\n\n".join(f"## Part {i + 1}/{len(parts)} (lines {c.line_start}-{c.line_end})\n\n{r}"
                            for i, (c, r) in enumerate(zip(job.chunks, parts)))
-    atomic_write(job.out_path, text.rstrip("\n") + "\n", make_parents=True)
+    atomic_write(job.out_path, text.rstrip("\n") + "\n", mode=FILE_MODE, make_parents=True, dir_mode=DIR_MODE)
     meta = {"key": job.key, "source": job.rel, "chunks": len(job.chunks),
             "tokens": sum(c.tokens for c in job.chunks), "written_at": time.time()}
-    atomic_write(job.meta_path, json.dumps(meta, indent=1) + "\n", make_parents=True)
+    atomic_write(job.meta_path, json.dumps(meta, indent=1) + "\n", mode=FILE_MODE, make_parents=True,
+                 dir_mode=DIR_MODE)
 
 
-def expand_inputs(paths_or_globs: str | Sequence[str], root: str, exclude: str) -> list[str]:
-    """Input files: globs (recursive ``**``) and directories (walked, hidden entries and ``exclude`` skipped)."""
+@dataclass(frozen=True)
+class _Unlisted:
+    """A folder that could not be listed (or an input that could not be looked at), with its reason."""
+
+    path: str
+    reason: str
+
+
+def _walk_reason(exc: OSError) -> str:
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission"
+    if exc.errno == errno.ENAMETOOLONG:
+        return "too_long"
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "changed"  # listed by its parent, gone or swapped by the time it was opened
+    if exc.errno == errno.ELOOP:
+        return "escape"
+    return "io_error"
+
+
+def _expand(paths_or_globs: str | Sequence[str], root: str, exclude: str) -> list[str | _Unlisted]:
     items = [paths_or_globs] if isinstance(paths_or_globs, str) else list(paths_or_globs)
-    found: list[str] = []
+    found: list[str | _Unlisted] = []
     for item in items:
         full = os.path.join(root, item)
-        if glob.has_magic(item):
+        if "\x00" in item:
+            found.append(full)  # refused by the reader as invalid_path
+        elif glob.has_magic(item):
             for match in sorted(glob.glob(full, recursive=True)):
                 found.extend(_walk(match, exclude) if os.path.isdir(match) else [match])
         elif os.path.isdir(full) and not os.path.islink(full):
             found.extend(_walk(full, exclude))
         else:
             found.append(full)
-    seen: set[str] = set()
+    seen: set[str | _Unlisted] = set()
     unique = [p for p in found if not (p in seen or seen.add(p))]  # type: ignore[func-returns-value]
-    return [p for p in unique if not _under(os.path.realpath(p), exclude)]
+    return [p for p in unique if isinstance(p, _Unlisted) or not _under(_real(p), exclude)]
+
+
+def expand_inputs(paths_or_globs: str | Sequence[str], root: str, exclude: str) -> list[str]:
+    """Input files: globs (recursive ``**``) and directories (walked, hidden entries and ``exclude`` skipped)."""
+    return [p for p in _expand(paths_or_globs, root, exclude) if isinstance(p, str)]
+
+
+def _real(path: str) -> str:
+    try:
+        return os.path.realpath(path)
+    except (OSError, ValueError):
+        return path
 
 
 def _under(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
 
 
-def _walk(top: str, exclude: str) -> list[str]:
-    out: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(top):
+def _walk(top: str, exclude: str) -> list[str | _Unlisted]:
+    out: list[str | _Unlisted] = []
+
+    def unlisted(exc: OSError) -> None:
+        out.append(_Unlisted(str(exc.filename or top), _walk_reason(exc)))
+
+    for dirpath, dirnames, filenames in os.walk(top, onerror=unlisted):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                             and not _under(os.path.realpath(os.path.join(dirpath, d)), exclude))
+                             and not _under(_real(os.path.join(dirpath, d)), exclude))
         out.extend(os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith("."))
     return out
 
 
+def prepare_out_dir(out: Path) -> None:
+    """Create the output folder (0700) and prove it writable, before anything is read or sent."""
+    target = str(out)
+    if out.exists() and not out.is_dir():
+        raise FileOperationError(f"output folder is not a folder: {target}", path=target, reason="not_a_directory")
+    try:
+        out.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=target)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = {errno.ENOSPC: "no_space", errno.EDQUOT: "no_space", errno.ENOTDIR: "not_a_directory",
+                  errno.EEXIST: "not_a_directory", errno.ENOENT: "not_found"}.get(
+            exc.errno or 0, "permission" if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else "io_error")
+        raise FileOperationError(f"cannot write into the output folder {target}: {exc.strerror or exc}",
+                                 path=target, reason=reason) from None
+
+
 def _start(paths_or_globs: str | Sequence[str], root: str | os.PathLike[str], out_dir: str | os.PathLike[str],
-           **settings: Any) -> tuple[_Run, list[str]]:
-    reader = SafeReader(root, max_bytes=settings.pop("max_bytes"), events=settings["events"])
+           **settings: Any) -> tuple[_Run, list[str | _Unlisted]]:
+    reader = SafeReader(root, max_bytes=settings.pop("max_bytes"), events=settings["events"],
+                        allow_hard_links=settings.pop("allow_hard_links"))
     out = Path(os.path.abspath(os.fspath(out_dir)))
+    if not settings["dry_run"]:
+        prepare_out_dir(out)
     run = _Run(reader=reader, out_dir=out, **settings)
-    paths = expand_inputs(paths_or_globs, reader.root, os.path.realpath(out))
+    paths = _expand(paths_or_globs, reader.root, _real(str(out)))
     run.files_total = len(paths)
     return run, paths
 
 
+def _plan(run: _Run, item: str | _Unlisted) -> _Job | FileOutcome:
+    if isinstance(item, _Unlisted):
+        shown = os.path.relpath(item.path, run.reader.root)
+        run.reader.events.file_refused(item.reason)
+        return run.refused(shown if shown == "." else shown + os.sep, item.reason)
+    return run.plan(item)
+
+
 def _manifest(run: _Run, report: ProcessReport) -> None:
-    if not run.dry_run:
-        atomic_write(run.out_dir / "manifest.json", json.dumps(report.to_dict(), indent=1) + "\n", make_parents=True)
+    report.progress_errors = run.progress_errors
+    if run.dry_run:
+        return
+    try:
+        atomic_write(run.out_dir / "manifest.json", json.dumps(report.to_dict(), indent=1) + "\n", mode=FILE_MODE,
+                     make_parents=True, dir_mode=DIR_MODE)
+    except FileOperationError as exc:  # the work is done and its outputs written: report, do not raise
+        report.manifest_error = exc.reason
+        _log.warning("manifest.json not written: %s", exc.reason)
+
+
+def _safe_finish(run: _Run, job: _Job) -> FileOutcome:
+    try:
+        return run.finish(job)
+    except Exception as exc:  # never lose a file's outcome to an unexpected error
+        _log.exception("finishing a file failed")
+        return FileOutcome(job.rel, "failed", f"internal:{type(exc).__name__}", len(job.chunks),
+                           sum(c.tokens for c in job.chunks))
 
 
 def process_files(
@@ -271,10 +385,13 @@ def process_files(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_output_tokens: int | None = None,
     events: FileEvents | None = None,
+    allow_hard_links: bool = False,
 ) -> ProcessReport:
     """Process files with a sync client on ``concurrency`` threads (see module docs).
 
     ``progress`` is called with :class:`ProgressEvent` from worker threads, never concurrently.
+    Files with more than one hard link are refused (``hard_link``) unless ``allow_hard_links``.
+    Raises :class:`~middleware.errors.FileOperationError` before any work when ``out_dir`` cannot be written.
     """
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
@@ -282,19 +399,26 @@ def process_files(
     run, paths = _start(paths_or_globs, root, out_dir, prompt_template=prompt_template, model=model,
                         max_chunk_tokens=max_chunk_tokens, overlap_tokens=overlap_tokens,
                         max_output_tokens=max_output_tokens, dry_run=dry_run, events=events,
-                        progress=progress, max_bytes=max_bytes)
+                        progress=progress, max_bytes=max_bytes, allow_hard_links=allow_hard_links)
     slots = threading.BoundedSemaphore(concurrency * 2)
     results: list[FileOutcome | None] = [None] * len(paths)
 
     def on_done(job: _Job, i: int, index: int, fut: Future[Any]) -> None:
         slots.release()
         error = fut.exception()
-        if run.chunk_finished(job, i, None if error else fut.result(), error):
-            results[index] = run.finish(job)
+        try:
+            last = run.chunk_finished(job, i, None if error else fut.result(), error)
+        except Exception as exc:  # never lose the file: it fails with the error's type
+            _log.exception("recording a chunk failed")
+            with run.lock:
+                job.error = job.error or f"internal:{type(exc).__name__}"
+                last = job.done == len(job.chunks)
+        if last:
+            results[index] = _safe_finish(run, job)
 
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="middleware-files") as pool:
         for index, path in enumerate(paths):
-            planned = run.plan(path)
+            planned = _plan(run, path)
             if isinstance(planned, FileOutcome):
                 results[index] = planned
                 continue
@@ -302,9 +426,15 @@ def process_files(
                 slots.acquire()
                 fut = pool.submit(client.chat.completions.create, **run.request(planned, i))
                 fut.add_done_callback(functools.partial(on_done, planned, i, index))
-    report = ProcessReport([r for r in results if r is not None], dry_run, time.perf_counter() - started)
+    outcomes = [r if r is not None else FileOutcome(_shown(run, paths[k]), "failed", "internal:lost")
+                for k, r in enumerate(results)]
+    report = ProcessReport(outcomes, dry_run, time.perf_counter() - started)
     _manifest(run, report)
     return report
+
+
+def _shown(run: _Run, item: str | _Unlisted) -> str:
+    return os.path.relpath(item.path if isinstance(item, _Unlisted) else item, run.reader.root)
 
 
 async def aprocess_files(
@@ -323,15 +453,16 @@ async def aprocess_files(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_output_tokens: int | None = None,
     events: FileEvents | None = None,
+    allow_hard_links: bool = False,
 ) -> ProcessReport:
-    """Process files with an async client (``AsyncOpenAI``); file I/O runs in worker threads."""
+    """Process files with an async client (``AsyncOpenAI``); file I/O runs in worker threads (see process_files)."""
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
     started = time.perf_counter()
     run, paths = _start(paths_or_globs, root, out_dir, prompt_template=prompt_template, model=model,
                         max_chunk_tokens=max_chunk_tokens, overlap_tokens=overlap_tokens,
                         max_output_tokens=max_output_tokens, dry_run=dry_run, events=events,
-                        progress=progress, max_bytes=max_bytes)
+                        progress=progress, max_bytes=max_bytes, allow_hard_links=allow_hard_links)
     calls = asyncio.Semaphore(concurrency)
     files_in_flight = asyncio.Semaphore(concurrency * 2)
 
@@ -346,15 +477,19 @@ async def aprocess_files(
 
     async def one_file(job: _Job) -> FileOutcome:
         try:
-            await asyncio.gather(*(one_chunk(job, i) for i in range(len(job.chunks))))
-            return await asyncio.to_thread(run.finish, job)
+            results = await asyncio.gather(*(one_chunk(job, i) for i in range(len(job.chunks))),
+                                           return_exceptions=True)
+            errors = [r for r in results if isinstance(r, Exception)]
+            if errors:
+                job.error = job.error or f"internal:{type(errors[0]).__name__}"
+            return await asyncio.to_thread(_safe_finish, run, job)
         finally:
             files_in_flight.release()
 
     pending: list[asyncio.Task[FileOutcome] | FileOutcome] = []
     for path in paths:
         await files_in_flight.acquire()
-        planned = await asyncio.to_thread(run.plan, path)
+        planned = await asyncio.to_thread(_plan, run, path)
         if isinstance(planned, FileOutcome):
             files_in_flight.release()
             pending.append(planned)

@@ -6,10 +6,14 @@ before anything is opened, and files larger than ``max_bytes`` (a sparse 5 GB fi
 its size, unread); the file is then opened component by component from a descriptor of the root
 with ``O_NOFOLLOW`` (a symlink swapped in after the check is refused, not followed) and
 ``O_NONBLOCK`` (a FIFO swapped in never blocks the open), and ``fstat`` on the open descriptor must
-show the same regular file. The first block is sniffed for binary content; text is decoded
-incrementally (see :mod:`.textcodec`). Size, mtime, ctime and inode are compared before and after
-reading: a file that changed while it was read is refused with reason ``"changed"`` (a streaming
-consumer gets that error after the blocks already delivered, and must discard them).
+show the same regular file; a file with more than one hard link is refused unless allowed (a hard
+link can name a file outside the root that no path check would see). The first block is sniffed for
+binary content; text is decoded incrementally (see :mod:`.textcodec`). Size, mtime, ctime and inode
+are compared before and after reading: a file that changed while it was read is refused with reason
+``"changed"`` (a streaming consumer gets that error after the blocks already delivered, and must
+discard them). Every operating-system error becomes a :class:`~middleware.errors.FileOperationError`
+with a reason code (a path too long, a loop of symlinks, a socket swapped in, an I/O error): never a
+bare ``OSError``.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from .events import FileEvents, SafeEvents
 from .textcodec import MAX_BOM, SNIFF_BYTES, Decoder, detect_bom, looks_binary
 
 REASONS: frozenset[str] = frozenset(
-    {"escape", "not_found", "special", "too_large", "binary", "decode", "changed", "permission", "is_directory"}
+    {"escape", "not_found", "special", "too_large", "binary", "decode", "changed", "permission", "is_directory",
+     "hard_link", "too_long", "invalid_path", "io_error"}
 )
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 DEFAULT_BLOCK_SIZE = 64 * 1024
@@ -70,6 +75,7 @@ class SafeReader:
         block_size: int = DEFAULT_BLOCK_SIZE,
         errors: str = "replace",
         events: FileEvents | None = None,
+        allow_hard_links: bool = False,
     ) -> None:
         if errors not in ("replace", "strict"):
             raise ValueError("errors must be 'replace' or 'strict'")
@@ -81,6 +87,7 @@ class SafeReader:
         self.max_bytes = max_bytes
         self.block_size = block_size
         self.strict = errors == "strict"
+        self.allow_hard_links = allow_hard_links
         self.events = SafeEvents(events)
 
     def refuse(self, reason: str, path: str, message: str) -> FileOperationError:
@@ -88,10 +95,37 @@ class SafeReader:
         self.events.file_refused(reason)
         return FileOperationError(f"{message}: {path}", path=path, reason=reason)
 
+    def os_refusal(self, exc: OSError, given: str, *, opening: bool = False) -> FileOperationError:
+        """The refusal for an operating-system error on ``given`` (``opening``: while opening beneath the root)."""
+        code = exc.errno
+        if code in (errno.ELOOP, errno.ENOTDIR) and opening:
+            return self.refuse("escape", given, "a symlink appeared in the path while opening")
+        if code in (errno.EACCES, errno.EPERM):
+            return self.refuse("permission", given, "permission denied")
+        if code == errno.ENOENT:
+            return self.refuse("changed" if opening else "not_found", given,
+                               "file disappeared while opening" if opening else "no such file")
+        if code == errno.ENOTDIR:
+            return self.refuse("not_found", given, "a path component is not a directory")
+        if code == errno.ELOOP:
+            return self.refuse("escape", given, "too many levels of symlinks")
+        if code == errno.ENAMETOOLONG:
+            return self.refuse("too_long", given, "path or file name too long")
+        if code in (errno.ENXIO, errno.ENODEV, errno.EOPNOTSUPP, errno.ETXTBSY):
+            return self.refuse("special", given, "not a regular file (device, FIFO or socket)")
+        if code == errno.EISDIR:
+            return self.refuse("is_directory", given, "is a directory")
+        return self.refuse("io_error", given, f"cannot read ({errno.errorcode.get(code or 0, code)})")
+
     def resolve(self, path: str | os.PathLike[str]) -> str:
         """The real absolute path of ``path`` (relative to the root), refused when it escapes the root."""
         given = os.fspath(path)
-        real = os.path.realpath(os.path.join(self.root, given))
+        if "\x00" in given:
+            raise self.refuse("invalid_path", given.replace("\x00", "\\0"), "NUL byte in the path")
+        try:
+            real = os.path.realpath(os.path.join(self.root, given))
+        except OSError as exc:
+            raise self.os_refusal(exc, given) from None
         if os.path.commonpath([self.root, real]) != self.root:
             raise self.refuse("escape", given, "path resolves outside the root")
         return real
@@ -106,12 +140,8 @@ class SafeReader:
         real = self.resolve(given)
         try:
             st = os.stat(real)
-        except FileNotFoundError:
-            raise self.refuse("not_found", given, "no such file") from None
-        except PermissionError:
-            raise self.refuse("permission", given, "permission denied") from None
-        except NotADirectoryError:
-            raise self.refuse("not_found", given, "a path component is not a directory") from None
+        except OSError as exc:
+            raise self.os_refusal(exc, given) from None
         self._check_stat(st, given)
         return st
 
@@ -122,25 +152,22 @@ class SafeReader:
             raise self.refuse("special", given, "not a regular file (device, FIFO or socket)")
         if st.st_size > self.max_bytes:
             raise self.refuse("too_large", given, f"file has {st.st_size} bytes, the limit is {self.max_bytes}")
+        if st.st_nlink > 1 and not self.allow_hard_links:
+            raise self.refuse("hard_link", given, f"file has {st.st_nlink} hard links (one may be outside the root)")
 
     def _open_beneath(self, real: str, given: str) -> int:
         """Open ``real`` walking from the root with O_NOFOLLOW on every component (no TOCTOU symlink swap)."""
         parts = os.path.relpath(real, self.root).split(os.sep)
         dir_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
         file_flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
-        fds = [os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)]
+        fds: list[int] = []
         try:
+            fds.append(os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
             for part in parts[:-1]:
                 fds.append(os.open(part, dir_flags, dir_fd=fds[-1]))
             return os.open(parts[-1], file_flags, dir_fd=fds[-1])
         except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise self.refuse("escape", given, "a symlink appeared in the path while opening") from None
-            if exc.errno in (errno.EACCES, errno.EPERM):
-                raise self.refuse("permission", given, "permission denied") from None
-            if exc.errno == errno.ENOENT:
-                raise self.refuse("changed", given, "file disappeared while opening") from None
-            raise
+            raise self.os_refusal(exc, given, opening=True) from None
         finally:
             for fd in fds:
                 os.close(fd)
@@ -155,6 +182,9 @@ class SafeReader:
             self._check_stat(fst, given)
             if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
                 raise self.refuse("changed", given, "file was replaced while opening")
+        except OSError as exc:
+            os.close(fd)
+            raise self.os_refusal(exc, given) from None
         except BaseException:
             os.close(fd)
             raise
@@ -193,7 +223,10 @@ class TextStream:
 
     def _read(self, n: int) -> bytes:
         assert self._fd is not None
-        data = os.read(self._fd, n)
+        try:
+            data = os.read(self._fd, n)
+        except OSError as exc:
+            raise self._reader.os_refusal(exc, self.path) from None
         self.stats.bytes_read += len(data)
         self._hash.update(data)
         if self.stats.bytes_read > self.stats.size:
@@ -239,7 +272,11 @@ class TextStream:
         except UnicodeDecodeError as exc:
             raise reader.refuse("decode", self.path, f"invalid {codec} ({exc.reason})") from None
         assert self._fd is not None
-        if self.stats.bytes_read != self.stats.size or _identity(os.fstat(self._fd)) != self._start:
+        try:
+            end = _identity(os.fstat(self._fd))
+        except OSError as exc:
+            raise reader.os_refusal(exc, self.path) from None
+        if self.stats.bytes_read != self.stats.size or end != self._start:
             raise reader.refuse("changed", self.path, "file changed while it was read")
         self.stats.sha256 = self._hash.hexdigest()
         self.stats.complete = True

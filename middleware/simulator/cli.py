@@ -7,6 +7,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from ..errors import ConfigError
 from .config import SimulatorConfig
 from .server import bound_port, shutdown, start_server, url_host
 
@@ -25,11 +26,19 @@ async def _serve(config: SimulatorConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``middleware simulate``; returns the exit status."""
-    config = SimulatorConfig.from_args(list(argv) if argv is not None else None)
+    """Entry point of ``middleware simulate``; returns the exit status (2: bad options, 1: cannot listen).
+
+    Every error is one line on stderr, never a traceback.
+    """
+    try:
+        config = SimulatorConfig.from_args(list(argv) if argv is not None else None)
+    except ConfigError as exc:
+        print(f"middleware simulate: {exc}", file=sys.stderr)
+        return 2
     try:
         asyncio.run(_serve(config))
-    except OSError as exc:
-        print(f"middleware simulate: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
+    except (OSError, OverflowError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        print(f"middleware simulate: cannot listen on {config.host}:{config.port}: {reason}", file=sys.stderr)
         return 1
     return 0

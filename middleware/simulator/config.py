@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
+import math
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
+
+from ..config import MAX_SECONDS, Choice, Flag, NoneOr, Number, Spec, Text, check_value, config_error
+from ..errors import ConfigError
 
 DEFAULT_MODELS: tuple[str, ...] = (
     "gpt-4o",
@@ -58,21 +64,33 @@ class SimulatorConfig:
     max_stored_responses: int = 1000
     access_log: bool = False
 
+    def __post_init__(self) -> None:
+        _validate(self)
+
     def to_json(self) -> str:
         """Serialise to JSON (inverse of :meth:`from_json`)."""
         return json.dumps(dataclasses.asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> SimulatorConfig:
-        """Build from :meth:`to_json` output."""
-        raw: dict[str, Any] = json.loads(text)
-        raw["models"] = tuple(raw.get("models", DEFAULT_MODELS))
-        raw["outages"] = tuple((float(a), float(b)) for a, b in raw.get("outages", ()))
+        """Build from :meth:`to_json` output; ConfigError when the text is not a valid configuration."""
+        try:
+            raw = json.loads(text)
+            if not isinstance(raw, dict):
+                raise ValueError("expected a JSON object")
+            unknown = sorted(set(raw) - {f.name for f in dataclasses.fields(cls)})
+            if unknown:
+                raise ValueError(f"unknown settings {', '.join(unknown)}")
+            raw["models"] = tuple(raw.get("models", DEFAULT_MODELS))
+            raw["outages"] = tuple((float(a), float(b)) for a, b in raw.get("outages", ()))
+            raw["fault_rates"] = dict(raw.get("fault_rates", {}))
+        except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
+            raise ConfigError(f"--config-json is not a valid simulator configuration: {exc}") from None
         return cls(**raw)
 
     @classmethod
     def from_args(cls, argv: Sequence[str] | None = None) -> SimulatorConfig:
-        """Build from ``middleware simulate`` command-line arguments."""
+        """Build from ``middleware simulate`` command-line arguments (ConfigError for values not allowed)."""
         ns = build_parser().parse_args(argv)
         if ns.config_json:
             return cls.from_json(ns.config_json)
@@ -82,8 +100,19 @@ class SimulatorConfig:
         for item in ns.fault:
             spec, _, prob = item.rpartition("@")
             if not spec:
-                raise SystemExit(f"--fault expects SPEC@PROBABILITY, got {item!r}")
-            rates[spec] = float(prob)
+                raise ConfigError(f"--fault expects SPEC@PROBABILITY, got {item!r}")
+            rates[spec] = _probability(f"--fault {spec}", prob)
+        try:
+            return cls._from_namespace(ns, rates)
+        except ConfigError as exc:  # name the option the user typed, not the field
+            flag = _FLAGS.get((exc.setting or "").removeprefix("SimulatorConfig."))
+            if flag is None or exc.setting is None:
+                raise
+            raise ConfigError(str(exc).replace(exc.setting, flag, 1), setting=flag, value=exc.value,
+                              allowed=exc.allowed) from None
+
+    @classmethod
+    def _from_namespace(cls, ns: argparse.Namespace, rates: dict[str, float]) -> SimulatorConfig:
         return cls(
             host=ns.host,
             port=ns.port,
@@ -108,14 +137,116 @@ class SimulatorConfig:
         )
 
 
+_FLAGS = {"host": "--host", "port": "--port", "seed": "--seed", "rpm": "--rpm", "tpm": "--tpm", "window_s": "--window",
+          "default_max_output_tokens": "--default-max-output-tokens", "output_tokens_min": "--output-tokens-min",
+          "output_tokens_max": "--output-tokens-max", "embedding_dimensions": "--embedding-dimensions",
+          "ttft_s": "--ttft", "tokens_per_s": "--tps", "jitter": "--jitter", "time_scale": "--time-scale"}
+
+
 def _parse_outage(text: str) -> tuple[float, float]:
-    start, _, end = text.partition(",")
-    return float(start), float(end)
+    start, sep, end = text.partition(",")
+    spec = Number(0, MAX_SECONDS, unit="seconds")
+    try:
+        if not sep:
+            raise ValueError("no comma")
+        bounds = (float(spec.parse(start.strip())), float(spec.parse(end.strip())))
+    except ValueError as exc:
+        raise ConfigError(f"--outage={text!r} is not allowed ({exc}): expected T0,T1 in seconds since start, "
+                          "0 <= T0 < T1") from None
+    return bounds
+
+
+_PROBABILITY = Number(0, 1)
+
+
+def _probability(setting: str, text: str) -> float:
+    try:
+        value: float = _PROBABILITY.parse(text.strip())
+    except ValueError as exc:
+        raise config_error(setting, _PROBABILITY, text, str(exc)) from None
+    return value
+
+
+MAX_OUTPUT_TOKENS = 1_000_000
+MAX_EMBEDDING_DIMENSIONS = 16_384
+
+
+def _literal(name: str) -> Choice:
+    """The allowed values of a ``Literal`` field (so that a value added to the Literal is accepted here too)."""
+    hint = typing.get_type_hints(SimulatorConfig)[name]
+    return Choice(tuple(str(v) for v in typing.get_args(hint)))
+
+
+@functools.lru_cache(maxsize=1)
+def _specs() -> dict[str, Spec]:
+    seconds = Number(0, MAX_SECONDS, unit="seconds")
+    return {
+        "host": Text(),
+        "port": Number(0, 65535, integer=True),
+        "seed": Number(-(2**63), 2**63 - 1, integer=True),
+        "rpm": NoneOr(Number(0, 10**12, integer=True)),
+        "tpm": NoneOr(Number(0, 10**15, integer=True)),
+        "window_s": Number(0, MAX_SECONDS, exclusive_min=True, unit="seconds"),
+        "limit_scope": _literal("limit_scope"),
+        "charge_mode": _literal("charge_mode"),
+        "default_max_output_tokens": Number(0, 10**9, integer=True),
+        "quota_exhausted": Flag(),
+        "output_tokens_min": Number(0, MAX_OUTPUT_TOKENS, integer=True),
+        "output_tokens_max": Number(0, MAX_OUTPUT_TOKENS, integer=True),
+        "embedding_dimensions": Number(1, MAX_EMBEDDING_DIMENSIONS, integer=True),
+        "ttft_s": seconds,
+        "tokens_per_s": Number(0, 1e9),
+        "jitter": Number(0, 1),
+        "time_scale": Number(0, 1e6),
+        "max_stored_responses": Number(1, 10**7, integer=True),
+        "access_log": Flag(),
+    }
+
+
+def _validate(config: SimulatorConfig) -> None:
+    """Every field's type and range; ConfigError naming the field, the value and what is allowed."""
+    for name, field_spec in _specs().items():
+        check_value(f"SimulatorConfig.{name}", field_spec, getattr(config, name))
+    if config.output_tokens_max < config.output_tokens_min:
+        raise ConfigError(f"SimulatorConfig.output_tokens_max={config.output_tokens_max} is not allowed: "
+                          f"expected >= output_tokens_min ({config.output_tokens_min})",
+                          setting="SimulatorConfig.output_tokens_max", value=str(config.output_tokens_max),
+                          allowed=f">= output_tokens_min ({config.output_tokens_min})")
+    if not isinstance(config.models, tuple) or not config.models or not all(
+            isinstance(m, str) and m.strip() for m in config.models):
+        raise ConfigError(f"SimulatorConfig.models={config.models!r} is not allowed: "
+                          "expected a non-empty tuple of model names")
+    from .faults import FaultSyntaxError, parse_fault
+
+    if not isinstance(config.fault_rates, dict):
+        raise ConfigError("SimulatorConfig.fault_rates is not allowed: expected a {spec: probability} mapping")
+    for spec, prob in config.fault_rates.items():
+        try:
+            parse_fault(str(spec))
+        except FaultSyntaxError as exc:
+            raise ConfigError(f"fault {spec!r} is not allowed ({exc}): see the fault grammar in docs/simulator.md"
+                              ) from None
+        check_value(f"probability of fault {spec!r}", _PROBABILITY, prob)
+    if sum(config.fault_rates.values()) > 1.0 + 1e-9:
+        raise ConfigError(f"fault probabilities add up to {sum(config.fault_rates.values()):g}: expected at most 1")
+    for outage in config.outages:
+        ok = (isinstance(outage, tuple) and len(outage) == 2
+              and all(isinstance(x, int | float) and not isinstance(x, bool) for x in outage)
+              and math.isfinite(outage[0]) and 0 <= outage[0] < outage[1])
+        if not ok:
+            raise ConfigError(f"outage {outage!r} is not allowed: expected (T0, T1) seconds since start, "
+                              "0 <= T0 < T1")
+    try:
+        parse_fault(config.outage_fault)
+    except (FaultSyntaxError, AttributeError) as exc:
+        raise ConfigError(f"SimulatorConfig.outage_fault={config.outage_fault!r} is not allowed ({exc})") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``middleware simulate``."""
-    p = argparse.ArgumentParser(prog="middleware simulate", description="OpenAI-compatible simulator on 127.0.0.1.")
+    from ..cli import ArgumentParser
+
+    p = ArgumentParser(prog="middleware simulate", description="OpenAI-compatible simulator on 127.0.0.1.")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port, 0 picks a free one (default 8000)")
     p.add_argument("--seed", type=int, default=0, help="server seed for outputs without a request seed")

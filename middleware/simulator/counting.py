@@ -40,10 +40,10 @@ def encoding_name(model: str) -> str:
 
 @functools.lru_cache(maxsize=8)
 def get_encoding(name: str) -> Encoding:
-    """A cached tiktoken encoding."""
-    import tiktoken
+    """A cached encoding: tiktoken's, or the offline byte fallback without tokenizer data (see .fallback_encoding)."""
+    from .fallback_encoding import load
 
-    enc: Encoding = tiktoken.get_encoding(name)
+    enc: Encoding = load(name)
     return enc
 
 

@@ -22,8 +22,14 @@ def _inputs(body: Mapping[str, Any]) -> list[Any]:
     return list(raw) if isinstance(raw, list) else []
 
 
+MAX_DIMENSIONS = 16_384  # text-embedding-3-large has 3072; a bound keeps one request from allocating gigabytes
+
+
 def validate(body: Mapping[str, Any]) -> str | None:
     """An error message when the request cannot be served."""
+    dims = body.get("dimensions")
+    if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= MAX_DIMENSIONS):
+        return f"'dimensions' must be an integer from 1 to {MAX_DIMENSIONS}."
     return None if _inputs(body) else "'input' must be a non-empty string or array."
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .call import Call, Services
+from .config import MAX_OUTPUT_TOKENS
 from .counting import count_text_tokens, encoding_name, get_encoding
 from .stats import Stats
 from .textgen import Output, conversation_digest, json_for_schema, output_length, plan_output, token_pieces, word_pieces
@@ -204,7 +205,7 @@ def generate(
         length = call.header_int("x-sim-output-tokens")
         if length is None:
             length = output_length(digest, cfg.output_tokens_min, cfg.output_tokens_max)
-        full = word_pieces(digest, enc, max(0, length))
+        full = word_pieces(digest, enc, min(max(0, length), MAX_OUTPUT_TOKENS))
     reasoning = reasoning_tokens(call, digest, max_new)
     output = plan_output(full, prefix, None if max_new is None else max_new - reasoning)
     return Generated(output, None, count_text_tokens(call.model, output.text) + reasoning, reasoning, cached)

@@ -1,10 +1,18 @@
-"""A minimal HTTP/1.1 server on asyncio streams: keep-alive, Content-Length and chunked bodies."""
+"""A minimal HTTP/1.1 server on asyncio streams: keep-alive, Content-Length and chunked bodies.
+
+Bodies are bounded by ``MAX_BODY_BYTES`` whichever way they arrive: a ``Content-Length`` above it, or
+a chunked body whose declared chunk sizes add up past it, is answered ``413`` before the excess is
+read (never buffered); the connection is then closed after a short, bounded drain of what the client
+is still sending (so that it can read the answer). Malformed framing (a chunk size that is not plain
+hex, a ``Content-Length`` that is not plain digits, an over-long line, endless trailers) is a ``400``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -13,11 +21,23 @@ from urllib.parse import parse_qsl, urlsplit
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 64 * 1024 * 1024
+MAX_TRAILER_LINES = 64
 _HIGH_WATER = 256 * 1024
+_DRAIN_SECONDS = 1.0
+_HEX_RE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_DIGITS_RE = re.compile(r"[0-9]{1,20}")
 
 
 class BadRequest(Exception):
-    """The bytes on the wire are not a valid HTTP/1.1 request."""
+    """The bytes on the wire are not a valid HTTP/1.1 request (``status`` 400, or 413 for a body too large)."""
+
+    status = 400
+
+
+class PayloadTooLarge(BadRequest):
+    """The request body is larger than ``MAX_BODY_BYTES``."""
+
+    status = 413
 
 
 @dataclass
@@ -62,22 +82,50 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
     return Request(method.upper(), url.path, dict(parse_qsl(url.query)), headers, body, version)
 
 
-async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+async def _line(reader: asyncio.StreamReader) -> bytes:
+    try:
+        return await reader.readuntil(b"\r\n")
+    except asyncio.LimitOverrunError as exc:
+        raise BadRequest("chunk framing line too long") from exc
+
+
+async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], limit: int = MAX_BODY_BYTES) -> bytes:
     if "chunked" in headers.get("transfer-encoding", "").lower():
         parts: list[bytes] = []
+        total = 0
         while True:
-            size_line = await reader.readuntil(b"\r\n")
-            size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+            size_text = (await _line(reader))[:-2].split(b";", 1)[0].strip()
+            if not _HEX_RE.fullmatch(size_text):
+                raise BadRequest(f"bad chunk size {size_text[:20]!r}")
+            size = int(size_text, 16)
             if size == 0:
-                while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                    pass
-                return b"".join(parts)
+                for _ in range(MAX_TRAILER_LINES):
+                    if await _line(reader) == b"\r\n":
+                        return b"".join(parts)
+                raise BadRequest("too many trailer lines")
+            total += size
+            if total > limit:  # refused on the declared size: the excess is never read
+                raise PayloadTooLarge(f"request body larger than {limit} bytes")
             parts.append(await reader.readexactly(size))
-            await reader.readexactly(2)
-    length = int(headers.get("content-length", "0") or "0")
-    if length < 0 or length > MAX_BODY_BYTES:
+            if await reader.readexactly(2) != b"\r\n":
+                raise BadRequest("chunk not followed by CRLF")
+    raw = headers.get("content-length", "0").strip() or "0"
+    if not _DIGITS_RE.fullmatch(raw):
         raise BadRequest("bad content-length")
+    length = int(raw)
+    if length > limit:
+        raise PayloadTooLarge(f"request body larger than {limit} bytes")
     return await reader.readexactly(length) if length else b""
+
+
+async def _drain(reader: asyncio.StreamReader, seconds: float = _DRAIN_SECONDS) -> None:
+    """Read and discard what the client still sends, for at most ``seconds`` (bounded memory)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    with contextlib.suppress(Exception):
+        while (remaining := deadline - loop.time()) > 0:
+            if not await asyncio.wait_for(reader.read(256 * 1024), remaining):
+                return
 
 
 def _head(status: int, headers: Iterable[tuple[str, str]]) -> bytes:
@@ -153,8 +201,13 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
                 request = await read_request(reader)
             except (BadRequest, ValueError) as exc:
                 conn.keep_alive = False
+                status = exc.status if isinstance(exc, BadRequest) else 400
                 body = json.dumps({"error": {"message": str(exc), "type": "invalid_request_error"}}).encode()
-                conn.send(400, [("content-type", "application/json")], body)
+                conn.send(status, [("content-type", "application/json")], body)
+                await conn.drain(force=True)
+                with contextlib.suppress(Exception):
+                    writer.write_eof()
+                await _drain(reader)
                 break
             if request is None:
                 break

@@ -31,6 +31,7 @@ _WORD_TEXT = (
     "learn build test measure watch follow carry bring hold keep start close begin share answer write read"
 )
 _WORDS = tuple(_WORD_TEXT.split())
+_MAX_ITEMS = 100  # a schema's minItems is honoured up to this (a hostile 10**9 would exhaust memory)
 
 
 @functools.lru_cache(maxsize=8)
@@ -101,7 +102,7 @@ def _value(schema: Mapping[str, Any], rng: random.Random, depth: int) -> Any:
         return {name: _value(sub, rng, depth + 1) for name, sub in props.items()} if depth < 6 else {}
     if kind == "array":
         items: Mapping[str, Any] = schema.get("items", {"type": "string"})
-        count = int(schema.get("minItems", 0)) + rng.randint(1, 3)
+        count = min(int(schema.get("minItems", 0)), _MAX_ITEMS) + rng.randint(1, 3)
         return [_value(items, rng, depth + 1) for _ in range(count)] if depth < 6 else []
     if kind == "integer":
         return rng.randint(int(schema.get("minimum", 0)), int(schema.get("maximum", 1000)))

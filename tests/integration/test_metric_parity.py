@@ -34,8 +34,8 @@ from prometheus_client import CollectorRegistry
 from dashboards.stack import free_port
 from middleware import Config, protect
 from middleware.config import StreamConfig
-from middleware.files import SafeReader, process_files
 from middleware.cost import CostConfig, TagConfig, parse_rules, tags
+from middleware.files import SafeReader, process_files
 from middleware.limits import LimitConfig
 from middleware.pipeline import Pipeline
 from middleware.retry import RetryConfig

@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import openai
+import pytest
 
 from middleware import Config, StreamConfig
 from middleware.streaming import DirectoryStore, Progress, aresume, progress, resume
 from middleware.telemetry import names as n
+
+pytestmark = pytest.mark.sdk  # SDK-facing: run against every supported openai release
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "gpt-4o-mini"
@@ -29,8 +32,6 @@ import sys
 import openai
 from pathlib import Path
 from middleware import Config, StreamConfig, protect
-
-pytestmark = pytest.mark.sdk  # SDK-facing: run against every supported openai release
 base, ckdir = sys.argv[1], sys.argv[2]
 cfg = Config(streaming=StreamConfig(checkpoint_dir=Path(ckdir), checkpoint_every_chunks=25,
                                     checkpoint_replay_headers=("x-sim-output-tokens",)))

@@ -45,3 +45,91 @@ def test_variables_map_to_fields() -> None:
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Config.from_env({name: value})
+
+
+# --- the table of variables and docs/configuration.md ----------------------------------------------------------
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+
+
+def documented_variables() -> dict[str, tuple[str, str]]:
+    """``{name: (default cell, sets cell)}`` from the variables table of docs/configuration.md."""
+    rows: dict[str, tuple[str, str]] = {}
+    for line in DOC.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0].startswith("`MIDDLEWARE_"):
+            name = cells[0].strip("`")
+            assert name not in rows, f"{name} documented twice"
+            rows[name] = (cells[1].strip("`"), cells[2])
+    return rows
+
+
+def test_documented_variables_are_exactly_the_table() -> None:
+    from middleware.config import ENV_VARS
+
+    documented = documented_variables()
+    in_code = {row.name for row in ENV_VARS}
+    assert set(documented) - in_code == set(), "documented but not read by Config.from_env"
+    assert in_code - set(documented) == set(), "read by Config.from_env but not documented"
+    for row in ENV_VARS:
+        default, sets = documented[row.name]
+        assert default == row.default_text, row.name
+        assert [t.strip("`") for t in sets.split(", ")] == list(row.targets) or not row.targets, row.name
+
+
+def test_every_variable_in_the_code_base_is_in_the_table() -> None:
+    """No MIDDLEWARE_* name is read anywhere in the package without a row (found by scanning the sources)."""
+    import re
+
+    from middleware.config import ENV_VARS
+
+    package = Path(__file__).resolve().parents[2] / "middleware"
+    used = {m for p in package.rglob("*.py") for m in re.findall(r"MIDDLEWARE_[A-Z_]+[A-Z]", p.read_text())}
+    assert used - {row.name for row in ENV_VARS} == set()
+
+
+def test_table_defaults_are_the_dataclass_defaults() -> None:
+    from middleware.config import ENV_VARS
+
+    base = Config()
+    for row in ENV_VARS:
+        for target in row.targets:
+            value: object = base
+            for part in target.split("."):
+                value = getattr(value, part)
+            assert value == row.default, (row.name, target)
+    assert Config.from_env({}) == base
+
+
+def test_zero_is_a_value_not_the_default() -> None:
+    config = Config.from_env({"MIDDLEWARE_MAX_WAIT_SECONDS": "0", "MIDDLEWARE_FORCE_STREAM_ABOVE": "0",
+                              "MIDDLEWARE_MAX_RETRY_AFTER": "0"})
+    assert config.limits.max_wait_seconds == 0
+    assert config.streaming.force_stream_above_tokens == 0
+    assert config.retry.max_retry_after == 0
+
+
+def test_empty_and_blank_values_mean_unset_and_whitespace_is_ignored() -> None:
+    assert Config.from_env({"MIDDLEWARE_RPM": "", "MIDDLEWARE_MAX_ATTEMPTS": "   "}) == Config()
+    config = Config.from_env({"MIDDLEWARE_RPM": " 500\n", "MIDDLEWARE_LIMITER_SCOPE": "\tShared "})
+    assert config.limits.requests_per_window == 500 and config.limiter_scope == "shared"
+
+
+def test_unix_and_tls_redis_urls_are_accepted() -> None:
+    for url in ("redis://localhost", "rediss://user:pw@cache.example:6380/2", "unix:///run/redis.sock"):
+        assert Config.from_env({"MIDDLEWARE_REDIS_URL": url}).limits.redis_url == url
+
+
+def test_metrics_addr_is_read_through_the_table() -> None:
+    from middleware.config import read_env
+
+    assert read_env("MIDDLEWARE_METRICS_ADDR", {}) == ("127.0.0.1", 9464)
+    assert read_env("MIDDLEWARE_METRICS_ADDR", {"MIDDLEWARE_METRICS_ADDR": "[::1]:0"}) == ("::1", 0)
+    with pytest.raises(ConfigError, match="MIDDLEWARE_METRICS_ADDR"):
+        read_env("MIDDLEWARE_METRICS_ADDR", {"MIDDLEWARE_METRICS_ADDR": "localhost:99999"})
+
+
+def test_unknown_variable_is_logged_with_a_suggestion(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="middleware.config"):
+        assert Config.from_env({"MIDDLEWARE_RMP": "5"}) == Config()
+    assert "MIDDLEWARE_RMP" in caplog.text and "MIDDLEWARE_RPM" in caplog.text
