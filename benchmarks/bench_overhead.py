@@ -1,27 +1,35 @@
-"""Per-call and per-stream overhead of the protected client against the raw SDK, telemetry on.
+"""What full protection and telemetry cost per call and per chunk, against the raw SDK and against
+OpenTelemetry's own OpenAI instrumentation (``opentelemetry-instrumentation-openai-v2``), in ONE run.
 
-One run prints: the simulator's own capacity (requests/s, streamed chunks/s, from
-``bench_simulator``), then the wall time per call of the raw ``openai`` SDK and of the protected
-client against the same simulator (its own process): 2,000 non-streaming calls each, and 200
-streams of 500 chunks each, interleaved in blocks so that drift hits both sides alike.
-Telemetry on means: an SDK tracer provider with a batch span processor, the Prometheus registry
-with exemplars, the limiter, the estimator and the retry loop all active.
+Three clients call the same simulator (its own process), in interleaved blocks so that drift hits all
+alike: the raw ``openai`` SDK; the raw SDK instrumented by openai-v2 (one span, two metrics; instrumented
+for its blocks only); and the protected client (estimate, admission, retry loop, call and attempt spans,
+span events, every metric, ``/metrics`` registry). All telemetry is real: an SDK ``TracerProvider`` with a
+``BatchSpanProcessor``, an SDK ``MeterProvider`` with a periodic reader, exporters that receive and drop.
 
-Usage: ``python -m benchmarks.bench_overhead [--calls 2000] [--streams 200] [--chunks 500]``.
+Printed: per-call median and p99 and the microseconds each adds to the raw SDK; per-stream (500 chunks)
+median and p99 ratios and the per-chunk cost; the cost of each stage inside the real protected call;
+memory per call; the throughput of 1,000 concurrent async calls, protected vs raw.
+
+Usage: ``python -m benchmarks.bench_overhead [--rounds 3] [--calls 2000] [--streams 300] [--chunks 500]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gc
 import statistics
 import time
+import tracemalloc
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import openai
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, PeriodicExportingMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
 from prometheus_client import CollectorRegistry
 
 from middleware import Config, protect
@@ -30,10 +38,11 @@ from middleware.simulator import SimulatorConfig, start_subprocess
 from middleware.telemetry.recorder import Recorder
 
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say something short."}]
+MODEL = "gpt-4o-mini"
 
 
-class CountingExporter(SpanExporter):
-    """Receives every span (so the export path runs) and drops it."""
+class CountingSpanExporter(SpanExporter):
+    """Receives every span (so the whole export path runs) and drops it."""
 
     def __init__(self) -> None:
         self.spans = 0
@@ -43,90 +52,277 @@ class CountingExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def _time_block(fn: Callable[[], Any], n: int) -> float:
-    start = time.perf_counter()
-    for _ in range(n):
+class CountingMetricExporter(MetricExporter):
+    """Receives every metrics export and drops it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.exports = 0
+
+    def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        self.exports += 1
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        return None
+
+
+class Telemetry:
+    """Real OTel providers shared by openai-v2 and the middleware."""
+
+    def __init__(self) -> None:
+        self.spans = CountingSpanExporter()
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(BatchSpanProcessor(self.spans))
+        self.metrics = CountingMetricExporter()
+        self.meter_provider = MeterProvider(
+            metric_readers=[PeriodicExportingMetricReader(self.metrics, export_interval_millis=5_000)])
+
+    def shutdown(self) -> None:
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+
+
+class OpenAIv2:
+    """OpenTelemetry's openai-v2 instrumentation, switched on for its own blocks only."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+
+        self.instrumentor = OpenAIInstrumentor()
+        self.telemetry = telemetry
+
+    def __enter__(self) -> None:
+        self.instrumentor.instrument(tracer_provider=self.telemetry.tracer_provider,
+                                     meter_provider=self.telemetry.meter_provider)
+
+    def __exit__(self, *exc: object) -> None:
+        self.instrumentor.uninstrument()
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def interleave(variants: dict[str, tuple[Callable[[], Any], Any]], total: int, block: int, rounds: int
+               ) -> dict[str, list[float]]:
+    """Per-operation seconds of each variant; blocks rotate through the variants, ``rounds`` times over."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for name in names:  # warm-up: connections, encoders, caches, the SDK's lazy imports
+        fn, context = variants[name]
+        with context or _Nothing():
+            for _ in range(5):
+                fn()
+    for r in range(rounds):
+        for b in range(max(1, total // block)):
+            order = names[(b + r) % len(names):] + names[:(b + r) % len(names)]
+            for name in order:
+                fn, context = variants[name]
+                with context or _Nothing():
+                    out = times[name]
+                    for _ in range(block):
+                        start = time.perf_counter()
+                        fn()
+                        out.append(time.perf_counter() - start)
+    return times
+
+
+class _Nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def per_call(client: openai.OpenAI) -> Callable[[], Any]:
+    headers = {"x-sim-output-tokens": "20"}
+    return lambda: client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=50,
+                                                  extra_headers=headers)
+
+
+def per_stream(client: openai.OpenAI, chunks: int) -> Callable[[], Any]:
+    headers = {"x-sim-output-tokens": str(chunks)}
+
+    def run() -> int:
+        count = 0
+        for _ in client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=chunks + 10,
+                                                stream=True, extra_headers=headers):
+            count += 1
+        return count
+
+    return run
+
+
+def report(title: str, times: dict[str, list[float]], unit: float, label: str) -> None:
+    raw = statistics.median(times["raw SDK"])
+    raw99 = percentile(times["raw SDK"], 0.99)
+    print(f"\n{title}")
+    print(f"{'client':<30}{'median':>12}{'p99':>12}{'added':>12}{'ratio':>8}{'p99 ratio':>11}")
+    for name, values in times.items():
+        med, p99 = statistics.median(values), percentile(values, 0.99)
+        print(f"{name:<30}{med * unit:>10.3f}{label}{p99 * unit:>10.3f}{label}"
+              f"{(med - raw) * 1e6:>10.0f}us{med / raw:>8.3f}{p99 / raw99:>11.3f}")
+
+
+def stage_costs(client: openai.OpenAI, pipeline: Pipeline, calls: int) -> dict[str, float]:
+    """Microseconds per call spent in each stage of the real protected call (wrapped, timed, unwrapped)."""
+    from middleware.sdk.requests import SdkRequest
+
+    targets: list[tuple[Any, str, str]] = [
+        (pipeline.recorder, "start_call", "open: call span and context"),
+        (pipeline, "estimate", "estimate (tokens, prediction, event, metrics)"),
+        (pipeline.limiter, "reserve", "admission: limiter reserve"),
+        (pipeline.recorder, "throttled", "admission: throttle event and metrics"),
+        (pipeline.recorder, "start_attempt", "attempt span: start"),
+        (SdkRequest, "send", "the SDK's own request (HTTP, parsing)"),
+        (pipeline.recorder, "end_attempt", "attempt span: end and metric"),
+        (pipeline.limiter, "learn", "learn the x-ratelimit-* headers"),
+        (pipeline, "complete", "complete: usage, settle, cost, call span end, metrics"),
+    ]
+    spent: dict[str, float] = {label: 0.0 for _, _, label in targets}
+    originals: list[tuple[Any, str, Any]] = []
+
+    def timed(fn: Any, label: str) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[label] += time.perf_counter() - start
+        return wrapper
+
+    for owner, attr, label in targets:
+        original = getattr(owner, attr)
+        originals.append((owner, attr, original))
+        setattr(owner, attr, timed(original, label))
+    fn = per_call(client)
+    try:
+        for _ in range(20):
+            fn()
+        for key in spent:
+            spent[key] = 0.0
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        total = time.perf_counter() - start
+    finally:
+        for owner, attr, original in originals:
+            if isinstance(owner, type):
+                setattr(owner, attr, original)
+            else:
+                delattr(owner, attr)
+    out = {label: seconds / calls * 1e6 for label, seconds in spent.items()}
+    out["whole protected call"] = total / calls * 1e6
+    return out
+
+
+def memory_per_call(fn: Callable[[], Any], calls: int) -> tuple[float, float]:
+    """(bytes retained per call after ``calls`` calls, peak bytes allocated during one call)."""
+    for _ in range(20):
         fn()
-    return time.perf_counter() - start
+    gc.collect()
+    tracemalloc.start()
+    base, _ = tracemalloc.get_traced_memory()
+    for _ in range(calls):
+        fn()
+    gc.collect()
+    retained, _ = tracemalloc.get_traced_memory()
+    tracemalloc.reset_peak()
+    before, _ = tracemalloc.get_traced_memory()
+    fn()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return (retained - base) / calls, peak - before
 
 
-def compare(raw_fn: Callable[[], Any], prot_fn: Callable[[], Any], total: int, block: int) -> tuple[float, float]:
-    """Seconds per call (raw, protected), interleaving blocks; the medians of the block means."""
-    raw_fn()
-    prot_fn()  # warm-up: connections, encoders, caches
-    raw_t: list[float] = []
-    prot_t: list[float] = []
-    for i in range(max(1, total // block)):
-        first, second = (raw_fn, prot_fn) if i % 2 == 0 else (prot_fn, raw_fn)
-        a = _time_block(first, block) / block
-        b = _time_block(second, block) / block
-        (raw_t if first is raw_fn else prot_t).append(a)
-        (prot_t if first is raw_fn else raw_t).append(b)
+def concurrent_throughput(base_url: str, pipeline: Pipeline, calls: int, rounds: int) -> tuple[float, float]:
+    """Calls per second of ``calls`` concurrent async calls, raw and protected (medians over rounds)."""
+
+    async def burst(client: openai.AsyncOpenAI) -> float:
+        start = time.perf_counter()
+        await asyncio.gather(*(client.chat.completions.create(
+            model=MODEL, messages=MESSAGES, max_tokens=50, extra_headers={"x-sim-output-tokens": "20"})
+            for _ in range(calls)))
+        return calls / (time.perf_counter() - start)
+
+    async def run() -> tuple[list[float], list[float]]:
+        raw = openai.AsyncOpenAI(api_key="sk-bench", base_url=base_url, max_retries=0)
+        protected = protect(openai.AsyncOpenAI(api_key="sk-bench", base_url=base_url, max_retries=0),
+                            pipeline=pipeline)
+        await burst(raw)
+        await burst(protected)  # warm-up: the connection pools fill
+        raw_t: list[float] = []
+        prot_t: list[float] = []
+        for r in range(rounds):
+            for client, out in ((raw, raw_t), (protected, prot_t)) if r % 2 == 0 else (
+                    (protected, prot_t), (raw, raw_t)):
+                out.append(await burst(client))
+        return raw_t, prot_t
+
+    raw_t, prot_t = asyncio.run(run())
     return statistics.median(raw_t), statistics.median(prot_t)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--calls", type=int, default=2000)
-    p.add_argument("--streams", type=int, default=200)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--calls", type=int, default=2000, help="sequential calls per client per round")
+    p.add_argument("--streams", type=int, default=300, help="streams per client per round")
     p.add_argument("--chunks", type=int, default=500)
-    p.add_argument("--skip-simulator-capacity", action="store_true")
+    p.add_argument("--concurrent", type=int, default=1000)
+    p.add_argument("--skip", default="", help="comma list of parts to skip: calls,streams,stages,memory,concurrent")
     args = p.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
 
-    if not args.skip_simulator_capacity:
-        from benchmarks import bench_simulator
-
-        bench_simulator.main([])
-
-    exporter = CountingExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(exporter))
-    recorder = Recorder(registry=CollectorRegistry(), tracer_provider=provider)
+    telemetry = Telemetry()
+    registry = CollectorRegistry()
+    recorder = Recorder(registry=registry, tracer_provider=telemetry.tracer_provider,
+                        meter_provider=telemetry.meter_provider)
+    pipeline = Pipeline(Config(), recorder)
+    v2 = OpenAIv2(telemetry)
     with start_subprocess(SimulatorConfig()) as sim:
         raw = openai.OpenAI(api_key="sk-bench", base_url=sim.base_url, max_retries=0)
         protected = protect(openai.OpenAI(api_key="sk-bench", base_url=sim.base_url, max_retries=0),
-                            pipeline=Pipeline(Config(), recorder))
-        short = {"x-sim-output-tokens": "20"}
-
-        def call(client: openai.OpenAI) -> Callable[[], Any]:
-            return lambda: client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=50,
-                                                          extra_headers=short)
-
-        def stream(client: openai.OpenAI) -> Callable[[], Any]:
-            headers = {"x-sim-output-tokens": str(args.chunks)}
-
-            def run() -> int:
-                count = 0
-                for _ in client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,
-                                                        max_tokens=args.chunks + 10, stream=True,
-                                                        extra_headers=headers):
-                    count += 1
-                return count
-
-            return run
-
-        raw_call, prot_call = compare(call(raw), call(protected), args.calls, 100)
-        raw_stream, prot_stream = compare(stream(raw), stream(protected), args.streams, 10)
-        # The same with 10% trace sampling (metrics are unaffected; exemplars come from sampled calls).
-        sampled_provider = TracerProvider(sampler=ParentBasedTraceIdRatio(0.1))
-        sampled_provider.add_span_processor(BatchSpanProcessor(CountingExporter()))
-        sampled = protect(openai.OpenAI(api_key="sk-bench", base_url=sim.base_url, max_retries=0),
-                          pipeline=Pipeline(Config(), Recorder(registry=CollectorRegistry(),
-                                                               tracer_provider=sampled_provider)))
-        raw_call_s, sampled_call = compare(call(raw), call(sampled), args.calls, 100)
-        sampled_provider.shutdown()
-    provider.shutdown()
-
-    print("\nProtected client vs raw SDK (same simulator process, same run, telemetry on)")
-    print(f"{'workload':<34}{'raw SDK':>12}{'protected':>12}{'ratio':>8}{'target':>8}")
-    print(f"{'non-streaming call (' + str(args.calls) + ')':<34}{raw_call * 1e3:>10.3f}ms{prot_call * 1e3:>10.3f}ms"
-          f"{prot_call / raw_call:>8.3f}{'1.05':>8}")
-    print(f"{'stream of ' + str(args.chunks) + ' chunks (' + str(args.streams) + ')':<34}"
-          f"{raw_stream * 1e3:>10.2f}ms{prot_stream * 1e3:>10.2f}ms{prot_stream / raw_stream:>8.3f}{'1.10':>8}")
-    print(f"{'non-streaming, 10% trace sampling':<34}{raw_call_s * 1e3:>10.3f}ms{sampled_call * 1e3:>10.3f}ms"
-          f"{sampled_call / raw_call_s:>8.3f}{'':>8}")
-    print(f"per-call overhead: {(prot_call - raw_call) * 1e6:.0f} us; per chunk: "
-          f"{(prot_stream - raw_stream) / args.chunks * 1e6:.2f} us; spans exported: {exporter.spans}")
+                            pipeline=pipeline)
+        print(f"openai {openai.__version__}; {args.rounds} rounds, blocks interleaved; real TracerProvider with "
+              "BatchSpanProcessor and MeterProvider with a periodic reader; /metrics registry on")
+        if "calls" not in skip:
+            times = interleave({"raw SDK": (per_call(raw), None), "openai-v2 instrumentation": (per_call(raw), v2),
+                                "protected (middleware)": (per_call(protected), None)},
+                               args.calls, 100, args.rounds)
+            report(f"Per call ({args.calls} x {args.rounds} sequential non-streaming calls each)", times, 1e3, "ms")
+        if "streams" not in skip:
+            times = interleave({"raw SDK": (per_stream(raw, args.chunks), None),
+                                "openai-v2 instrumentation": (per_stream(raw, args.chunks), v2),
+                                "protected (middleware)": (per_stream(protected, args.chunks), None)},
+                               args.streams, 10, args.rounds)
+            report(f"Per stream of {args.chunks} chunks ({args.streams} x {args.rounds} streams each)",
+                   times, 1e3, "ms")
+            raw_med = statistics.median(times["raw SDK"])
+            for name in ("openai-v2 instrumentation", "protected (middleware)"):
+                print(f"per chunk, {name}: {(statistics.median(times[name]) - raw_med) / args.chunks * 1e6:.2f} us")
+        if "stages" not in skip:
+            stages = stage_costs(protected, pipeline, 1000)
+            print("\nWhere the time of one protected call goes (microseconds per call, timed inside the real call)")
+            for label, us in stages.items():
+                print(f"  {label:<58}{us:>9.1f}")
+        if "memory" not in skip:
+            print("\nMemory per call (tracemalloc; retained after 1,000 calls / peak during one call)")
+            for name, fn in (("raw SDK", per_call(raw)), ("protected (middleware)", per_call(protected))):
+                retained, peak = memory_per_call(fn, 1000)
+                print(f"  {name:<28}retained {retained:>8.1f} B/call   peak {peak / 1024:>8.1f} KiB")
+        if "concurrent" not in skip:
+            raw_tp, prot_tp = concurrent_throughput(sim.base_url, pipeline, args.concurrent, max(3, args.rounds))
+            print(f"\n{args.concurrent} concurrent async calls: raw {raw_tp:.0f} calls/s, protected {prot_tp:.0f} "
+                  f"calls/s, ratio {prot_tp / raw_tp:.3f} (target >= 0.95)")
+    telemetry.shutdown()
+    print(f"\nspans exported: {telemetry.spans.spans}; metric exports: {telemetry.metrics.exports}")
     return 0
 
 

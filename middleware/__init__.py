@@ -7,6 +7,8 @@ priced from the usage the API reports (attributed with ``tags(...)``, capped by 
 (OpenTelemetry spans and metrics, Prometheus ``/metrics`` with exemplars).
 """
 
+import logging as _logging
+
 from ._version import __version__
 from .client import pipeline_of, protect
 from .config import Config, StreamConfig
@@ -56,3 +58,6 @@ __all__ = [
     "setup_telemetry",
     "tags",
 ]
+
+# Library etiquette: records go to the "middleware" logger; where they end up is the application's choice.
+_logging.getLogger("middleware").addHandler(_logging.NullHandler())

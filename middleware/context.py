@@ -69,6 +69,14 @@ class CallContext:
     """What the call cost (``middleware.cost.Cost``, or ``Unpriced``), set at settlement."""
     received_tokens: int | None = None
     """Output tokens received by this request before it broke (set on a break; its usage is never reported)."""
+    recording: bool = False
+    """The call span records (sampled): span events and attributes are built only then."""
+    span_id: str | None = None
+    parent_context: Any = None
+    """The OTel context with the call span current (built once, for the attempt spans)."""
+    attempt_span: Any = None
+    """The attempt span of a streamed response, open until the body ends."""
+    last_chunk_event: int = 0
 
     @property
     def elapsed(self) -> float:
@@ -82,4 +90,5 @@ class CallContext:
             body=request.body, stream=True, span=self.span, started=self.started, request=request,
             limiter_key=self.limiter_key, trace_id=self.trace_id, background=self.background,
             include_usage_requested=self.include_usage_requested, parent=self, tags=self.tags,
+            recording=self.recording, span_id=self.span_id, parent_context=self.parent_context,
         )

@@ -328,8 +328,10 @@ class Pipeline:
                 self.recorder.end_attempt(ctx, span, outcome="terminal", reason="cancelled")
                 raise
             state.on_success()
+            # A streamed response's attempt span stays open until its body ends (the observer ends it).
             self.recorder.end_attempt(ctx, span, outcome="success", reason="ok", status=sent.status_code,
-                                      request_id=sent.request_id)
+                                      request_id=sent.request_id,
+                                      keep_open=ctx.stream and (ctx.observer is not None or ctx.parent is not None))
             self.limiter.learn(key, sent.headers)
             return sent
 
@@ -380,6 +382,7 @@ class Pipeline:
         observer = ctx.observer
         if observer is not None and observer.claimed:
             return result
+        self.recorder.end_stream_attempt(ctx)
         if observer is not None and ctx.request.wants_raw_response:
             # The caller holds the raw response and builds the stream from it later (``parse()``); if it
             # never does, the call ends as abandoned when the response is collected.

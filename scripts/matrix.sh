@@ -74,7 +74,7 @@ if [ "$WHAT" = "all" ] || [ "$WHAT" = "python" ]; then
       continue
     fi
     dir="$MATRIX_DIR/python-$version"
-    venv "$dir" "$py" -e ".[dev]"
+    venv "$dir" "$py" -e ".[test]"
     run "python $version: unit tests and one end-to-end call" \
       "$dir/bin/python" -m pytest tests/unit tests/e2e/test_smoke.py "${PYTEST_ARGS[@]}"
   done

@@ -1,5 +1,6 @@
 """Shared pytest configuration: every fixture module of the suite is registered here."""
 
+import importlib.util
 import os
 import pathlib
 
@@ -17,6 +18,15 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 pytest_plugins = [
     "tests.fixtures.simulator",
     "tests.fixtures.redis_server",
-    "tests.fixtures.prom_stack",
     "tests.fixtures.telemetry",
 ]
+# The dashboards generator needs grafana-foundation-sdk, which needs Python >= 3.11: where it cannot be
+# installed (the Python 3.10 cell of scripts/matrix.sh) its tests and the Prometheus fixtures built on it
+# are not collected; everything else runs.
+if importlib.util.find_spec("grafana_foundation_sdk") is not None:
+    pytest_plugins.append("tests.fixtures.prom_stack")
+    collect_ignore_glob: list[str] = []
+else:
+    collect_ignore_glob = ["unit/test_dashboards*.py", "integration/test_rules_*.py",
+                           "integration/test_mixin_render.py", "integration/test_kubernetes_forms.py",
+                           "integration/test_deploy.py", "e2e/test_observability_e2e.py"]

@@ -33,7 +33,10 @@ LEVEL_NAMES = ("paragraph", "line", "sentence", "word", "hard")
 _WS = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 _HWS = "\t\x0b\x0c \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 _VALID_AFTER = rf"(?=[{_HWS}]*[^{_WS}])(?!/)"
-PARA_RE = re.compile(rf"(?>\r\n|\r|\n)(?:[{_HWS}]*(?>\r\n|\r|\n))+{_VALID_AFTER}")
+# One line break: \r\n, a lone \r or \n (``\r(?!\n)`` keeps \r\n whole, as an atomic group would; Python 3.10
+# has no atomic groups).
+_BREAK = r"(?:\r\n|\r(?!\n)|\n)"
+PARA_RE = re.compile(rf"{_BREAK}(?:[{_HWS}]*{_BREAK})+{_VALID_AFTER}")
 PARA_LF_RE = re.compile(rf"\n(?:[{_HWS}]*\n)+{_VALID_AFTER}")  # the same for text without \r, 5x faster
 LINE_RE = re.compile(rf"[\r\n](?:[{_WS}]*[\r\n])?{_VALID_AFTER}")
 WORD_RE = re.compile(rf"(?<=[^{_WS}])(?=[{_HWS}]+[^{_WS}])")

@@ -22,6 +22,7 @@ from ..context import CallContext
 from ..cost import read_usage
 from ..errors import PartialResult, StreamInterrupted
 from ..telemetry import names as n
+from ..telemetry.recorder import CHUNK_EVENTS_EVERY, CHUNK_EVENTS_FIRST
 from .checkpoint import Checkpoint, new_checkpoint_id
 from .progress import snapshot
 from .resumption import continuation_body, interruption_cause
@@ -29,7 +30,8 @@ from .resumption import continuation_body, interruption_cause
 if TYPE_CHECKING:
     from ..pipeline import Pipeline
 
-FLUSH_EVERY = 256
+FLUSH_EVERY = 64
+FLUSH_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class StreamObserver:
         "_interval",
         "_last",
         "_next_ckpt",
+        "_next_flush",
         "_next_progress",
         "_opening",
         "_parts",
@@ -110,6 +113,7 @@ class StreamObserver:
         self.partial = PartialResult()
         self._event_limit = 0
         self._flushed = 0
+        self._next_flush = 0.0
         self._seam: float | None = None
         self._splice: tuple[str, int] | None = None
         self._opening = False
@@ -171,12 +175,13 @@ class StreamObserver:
         else:
             self._gaps.append(now - last)
         self._last = now
-        ctx.chunks += 1
-        if ctx.chunks <= self._event_limit:
-            self.pipeline.recorder.chunk_event(ctx, ctx.chunks, now)
+        index = ctx.chunks = ctx.chunks + 1
+        if ctx.recording and (index <= CHUNK_EVENTS_FIRST or index % CHUNK_EVENTS_EVERY == 0) \
+                and ctx.chunk_events < self._event_limit:
+            self.pipeline.recorder.chunk_event(ctx, index)
         visible = self._read_chat(chunk) if ctx.operation == "chat" else self._read_event(chunk)
-        if len(self._gaps) >= FLUSH_EVERY:
-            self.flush()
+        if now >= self._next_flush or len(self._gaps) >= FLUSH_EVERY:
+            self.flush(now)
         if now >= self._next_progress:
             self._report(now)
         if ctx.chunks >= self._next_ckpt:
@@ -265,8 +270,10 @@ class StreamObserver:
         return True
 
     # ---------------------------------------------------------------- batched side work
-    def flush(self) -> None:
-        """Push the batched chunk count and inter-chunk gaps to the recorder."""
+    def flush(self, now: float | None = None) -> None:
+        """Push the chunk count and inter-chunk gaps gathered since the last push to the recorder (live:
+        at most every ``FLUSH_SECONDS`` and every ``FLUSH_EVERY`` chunks, so a slow stream shows within a second)."""
+        self._next_flush = (time.monotonic() if now is None else now) + FLUSH_SECONDS
         gaps = self._gaps
         self._gaps = []
         self.pipeline.recorder.stream_chunks(self.ctx, self.ctx.chunks - self._flushed, gaps)
@@ -332,6 +339,7 @@ class StreamObserver:
             recorder.stall(ctx, cfg.idle_timeout_seconds)
         recorder.interruption(ctx, cause, len(text))
         broken = self._children[-1] if self._children else ctx
+        recorder.end_stream_attempt(broken, cause)
         if broken.received_tokens is None:  # its usage will never be reported: keep what it delivered
             broken.received_tokens = self._tokens - self._segment_start
         self._segment_start = self._tokens
@@ -433,6 +441,8 @@ class StreamObserver:
                 ctx.finish_reasons = [self.partial.finish_reason]
             if pipeline.recorder.capture_content:
                 ctx.output_text = self.partial.text
+            current = self._children[-1] if self._children else ctx
+            pipeline.recorder.end_stream_attempt(current, "stream_error" if state == n.STREAM_END_ERROR else None)
             pipeline.recorder.stream_closed(ctx, state)
             if self.on_progress is not None and state == n.STREAM_END_COMPLETED:
                 self._report(time.monotonic(), done=True)

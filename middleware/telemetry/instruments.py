@@ -1,65 +1,52 @@
-"""Metric instruments: each :class:`MetricDef` as a prometheus_client metric and an OTel instrument.
+"""Metric instruments: each :class:`MetricDef` recorded ONCE, into our own store, and exposed twice.
 
-The OTel instrument gets the definition's instrument name, unit, kind and attribute keys; the
-prometheus_client metric gets the names the standard OTel-to-Prometheus translation derives from
-them (``MetricDef.name``, ``MetricDef.labels``), so both sides describe the same series.
+A call updates about twenty metrics; writing each update to a prometheus_client metric *and* an
+OTel instrument cost more than the rest of the telemetry. Here an update touches one cell of our own
+store (a few hundred nanoseconds: a dict lookup, a lock, an addition), and both pipelines read it:
 
-The Prometheus side lives in a registry of our own choosing (the default registry unless told
-otherwise) so that ``/metrics`` can expose it in OpenMetrics format with exemplars. The OTel side
-goes through the *global* meter provider: an application that configured its own provider sees
-our metrics in its pipeline; without one the OTel calls are cheap no-ops.
+- Prometheus: a collector registered in the chosen registry (the default one unless told otherwise)
+  yields every family from the store at scrape time, in the names the standard OTel-to-Prometheus
+  translation gives (``MetricDef.name`` / ``labels``), histograms with ``trace_id`` exemplars;
+- OpenTelemetry: counters, up-down counters and gauges are *observable* instruments whose callbacks
+  read the store when a reader collects; histogram observations (which OTel can only take one by one)
+  are queued and recorded into the OTel histogram when a reader collects (or, should nobody collect,
+  once the queue is long). Without a real meter provider (the API's no-op) nothing is queued.
+
+So a chunk counted now is on ``/metrics`` at the next scrape and in an OTel reader at its next collection.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
+import math
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from opentelemetry import metrics as otel_metrics
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.samples import Exemplar
 
 from . import names
 
 log = logging.getLogger("middleware.telemetry")
 
-_PROM_CACHE: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, Any]] = weakref.WeakKeyDictionary()
-_PROM_LOCK = threading.Lock()
-
-
-def _prometheus_metric(registry: CollectorRegistry, m: names.MetricDef) -> Any:
-    """One prometheus_client metric per (registry, name): created once, shared by every recorder."""
-    with _PROM_LOCK:
-        per_registry = _PROM_CACHE.setdefault(registry, {})
-        existing = per_registry.get(m.name)
-        if existing is not None:
-            return existing
-        unit_doc = f" Unit: {m.unit}." if m.unit else ""
-        doc = m.help + unit_doc
-        # OpenMetrics UNIT metadata, only where the name ends in it (prometheus_client would append it).
-        unit = m.prom_unit if m.prom_unit and m.name.endswith("_" + m.prom_unit) else ""
-        metric: Any
-        if m.type == "counter":
-            metric = Counter(m.name, doc, m.labels, registry=registry, unit=unit)
-        elif m.type == "histogram":
-            metric = Histogram(m.name, doc, m.labels, registry=registry, buckets=m.buckets, unit=unit)
-        else:
-            metric = Gauge(m.name, doc, m.labels, registry=registry, multiprocess_mode="livesum", unit=unit)
-        per_registry[m.name] = metric
-        return metric
+PENDING_LIMIT = 50_000
+"""Histogram observations queued for OTel before they are recorded without waiting for a reader."""
 
 
 class OtelGate:
     """Whether OTel metric calls reach a real meter provider.
 
     Without a configured provider the OTel API hands out proxy instruments whose calls do nothing;
-    skipping them saves a few microseconds per metric update. ``active`` is a plain attribute read on
-    every update; ``refresh()`` (called once per protected call) rechecks the global provider at most
-    once a second, so a provider installed later (by the application or ``setup_telemetry``) is
-    picked up within a second.
+    skipping them saves work on every update. ``active`` is a plain attribute read on every update;
+    ``refresh()`` (called once per protected call) rechecks the global provider at most once a second,
+    so a provider installed later (by the application or ``setup_telemetry``) is picked up within a second.
     """
 
     __slots__ = ("_checked_at", "_explicit", "active")
@@ -81,111 +68,269 @@ class OtelGate:
             self.active = type(provider).__name__ not in ("_ProxyMeterProvider", "NoOpMeterProvider")
 
 
-def _otel_attributes(m: names.MetricDef, values: tuple[str, ...]) -> dict[str, str]:
-    if len(values) != len(m.attributes):
-        raise ValueError(f"{m.instrument} takes {len(m.attributes)} attribute values, got {len(values)}")
-    return {**dict(zip(m.attributes, values)), **dict(m.fixed)}
+# ------------------------------------------------------------------------------------------------ the store
+class _Cell:
+    """The value of one series: a number (counter, gauge) or a histogram (counts, sum, exemplars)."""
+
+    __slots__ = ("count", "counts", "exemplars", "lock", "sum", "value")
+
+    def __init__(self, buckets: int) -> None:
+        self.lock = threading.Lock()
+        self.value = 0.0
+        self.sum = 0.0
+        self.count = 0
+        self.counts: list[int] = [0] * (buckets + 1) if buckets else []  # the last one is +Inf
+        self.exemplars: list[Exemplar | None] = [None] * (buckets + 1) if buckets else []
 
 
-class Instrument:
-    """One metric on both sides. Label children and OTel attribute dicts are cached per label tuple.
+class Family:
+    """One metric's series in the store, by label values (its Prometheus side is rendered from it)."""
 
-    Callers pass the values of ``definition.attributes`` positionally; fixed attributes are added here.
+    def __init__(self, definition: names.MetricDef) -> None:
+        self.definition = definition
+        self.bounds: tuple[float, ...] = tuple(float(b) for b in definition.buckets)
+        self.cells: dict[tuple[str, ...], _Cell] = {}
+        self._lock = threading.Lock()
+        self._fixed = tuple(v for _, v in definition.fixed)
+        self._bucket_names = [_le(b) for b in self.bounds]
+
+    def cell(self, values: tuple[str, ...]) -> _Cell:
+        """The cell of a label tuple (created on first use)."""
+        cell = self.cells.get(values)
+        if cell is None:
+            if len(values) != len(self.definition.attributes):
+                raise ValueError(f"{self.definition.instrument} takes {len(self.definition.attributes)} "
+                                 f"attribute values, got {len(values)}")
+            with self._lock:
+                cell = self.cells.setdefault(values, _Cell(len(self.bounds)))
+        return cell
+
+    def prometheus(self) -> Metric:
+        """The family as prometheus_client renders it (counters without ``_total``: it appends it)."""
+        m = self.definition
+        doc = m.help + (f" Unit: {m.unit}." if m.unit else "")
+        unit = m.prom_unit if m.prom_unit and m.name.endswith("_" + m.prom_unit) else ""
+        labels = list(m.labels)
+        family: Any
+        if m.type == "counter":
+            family = CounterMetricFamily(m.name, doc, labels=labels, unit=unit)
+        elif m.type == "histogram":
+            family = HistogramMetricFamily(m.name, doc, labels=labels, unit=unit)
+        else:
+            family = GaugeMetricFamily(m.name, doc, labels=labels, unit=unit)
+        for values, cell in list(self.cells.items()):
+            label_values = [*values, *self._fixed]
+            if m.type == "histogram":
+                with cell.lock:
+                    counts, exemplars, total = list(cell.counts), list(cell.exemplars), cell.sum
+                buckets: list[Any] = []
+                running = 0
+                for name, n, ex in zip([*self._bucket_names, "+Inf"], counts, exemplars):
+                    running += n
+                    buckets.append((name, running, ex) if ex is not None else (name, running))
+                family.add_metric(label_values, buckets, total)
+            else:
+                family.add_metric(label_values, cell.value)
+        if not self.cells and not m.labels:  # an unlabelled metric is exposed from the start, at zero
+            if m.type == "histogram":
+                family.add_metric([], [(name, 0) for name in [*self._bucket_names, "+Inf"]], 0.0)
+            else:
+                family.add_metric([], 0.0)
+        result: Metric = family
+        return result
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as prometheus_client writes it (``0.01``, ``1.0``, ``4096.0``)."""
+    return repr(float(bound)) if math.isfinite(bound) else "+Inf"
+
+
+class Store:
+    """Every metric's series for one Prometheus registry, shared by the recorders that use it.
+
+    Its OTel sides are kept per meter provider: two recorders on one registry and one provider share one
+    set of observable instruments (two would report every series twice).
     """
 
-    __slots__ = ("_attrs", "_children", "_fixed", "_gate", "_otel", "_prom", "definition")
+    def __init__(self) -> None:
+        self.families: dict[str, Family] = {m.name: Family(m) for m in names.all_metrics()}
+        self._sides: weakref.WeakKeyDictionary[Any, _OtelSide] = weakref.WeakKeyDictionary()
+        self._sides_lock = threading.Lock()
 
-    def __init__(
-        self, definition: names.MetricDef, registry: CollectorRegistry, meter: otel_metrics.Meter, gate: OtelGate
-    ) -> None:
-        self.definition = definition
-        self._gate = gate
-        self._prom = _prometheus_metric(registry, definition)
-        self._children: dict[tuple[str, ...], Any] = {}
-        self._attrs: dict[tuple[str, ...], Mapping[str, str]] = {}
-        self._fixed = tuple(v for _, v in definition.fixed)
-        name = definition.instrument
-        unit = definition.unit
-        if definition.kind == "counter":
-            self._otel: Any = meter.create_counter(name, unit=unit, description=definition.help)
-        elif definition.kind == "updowncounter":
-            self._otel = meter.create_up_down_counter(name, unit=unit, description=definition.help)
-        elif definition.kind == "histogram":
-            self._otel = meter.create_histogram(
-                name, unit=unit, description=definition.help,
-                explicit_bucket_boundaries_advisory=[float(b) for b in definition.buckets],
-            )
-        else:
-            self._otel = meter.create_gauge(name, unit=unit, description=definition.help)
+    def otel_side(self, provider: Any, meter: otel_metrics.Meter, gate: OtelGate) -> _OtelSide:
+        """The OTel instruments of this store in ``provider`` (created once per provider)."""
+        with self._sides_lock:
+            side = self._sides.get(provider)
+            if side is None:
+                side = _OtelSide(self, meter, gate)
+                self._sides[provider] = side
+            return side
 
-    def _child(self, values: tuple[str, ...]) -> Any:
-        child = self._children.get(values)
-        if child is None:
-            attrs = _otel_attributes(self.definition, values)
-            labels = (*values, *self._fixed)
-            child = self._prom.labels(*labels) if labels else self._prom
-            self._children[values] = child
-            self._attrs[values] = attrs
-        return child
+    def collect(self) -> Iterator[Metric]:
+        """prometheus_client's collector protocol."""
+        for family in self.families.values():
+            yield family.prometheus()
+
+    def describe(self) -> Iterable[Metric]:
+        """No up-front description (the registry then collects to learn the names)."""
+        return self.collect()
+
+
+_STORES: weakref.WeakKeyDictionary[CollectorRegistry, Store] = weakref.WeakKeyDictionary()
+_STORES_LOCK = threading.Lock()
+
+
+def store_for(registry: CollectorRegistry) -> Store:
+    """The store exposed by ``registry`` (created and registered once per registry)."""
+    store = _STORES.get(registry)
+    if store is None:
+        with _STORES_LOCK:
+            store = _STORES.get(registry)
+            if store is None:
+                store = Store()
+                registry.register(store)  # type: ignore[arg-type]
+                _STORES[registry] = store
+    return store
+
+
+# ------------------------------------------------------------------------------------------------ OTel side
+class _OtelSide:
+    """One recorder's OTel instruments over the store: callbacks for values, a queue for histograms."""
+
+    def __init__(self, store: Store, meter: otel_metrics.Meter, gate: OtelGate) -> None:
+        self.store = store
+        self.gate = gate
+        self.pending: deque[tuple[Any, float, Mapping[str, str]]] = deque()
+        self._attrs: dict[tuple[str, tuple[str, ...]], Mapping[str, str]] = {}
+        self.histograms: dict[str, Any] = {}
+        for m in names.all_metrics():
+            kwargs: dict[str, Any] = {"unit": m.unit, "description": m.help}
+            if m.kind == "histogram":
+                self.histograms[m.name] = meter.create_histogram(
+                    m.instrument, **kwargs, explicit_bucket_boundaries_advisory=[float(b) for b in m.buckets])
+                continue
+            callback = self._reader(store.families[m.name])
+            if m.kind == "counter":
+                meter.create_observable_counter(m.instrument, callbacks=[callback], **kwargs)
+            elif m.kind == "updowncounter":
+                meter.create_observable_up_down_counter(m.instrument, callbacks=[callback], **kwargs)
+            else:
+                meter.create_observable_gauge(m.instrument, callbacks=[callback], **kwargs)
+
+    def attributes(self, family: Family, values: tuple[str, ...]) -> Mapping[str, str]:
+        """The OTel attributes of a label tuple (cached)."""
+        key = (family.definition.name, values)
+        attrs = self._attrs.get(key)
+        if attrs is None:
+            d = family.definition
+            attrs = {**dict(zip(d.attributes, values)), **dict(d.fixed)}
+            self._attrs[key] = attrs
+        return attrs
+
+    def _reader(self, family: Family) -> Any:
+        from opentelemetry.metrics import Observation
+
+        def observe(options: Any) -> Iterator[Any]:
+            self.drain()  # every collection starts with the callbacks: the queued histograms go in first
+            for values, cell in list(family.cells.items()):
+                yield Observation(cell.value, self.attributes(family, values))
+
+        return observe
+
+    def queue(self, family: Family, values: tuple[str, ...], amount: float) -> None:
+        """A histogram observation for the OTel side (recorded at the next collection)."""
+        self.pending.append((self.histograms[family.definition.name], amount, self.attributes(family, values)))
+        if len(self.pending) > PENDING_LIMIT:
+            self.drain()
+
+    def drain(self) -> None:
+        """Record the queued histogram observations into the OTel histograms."""
+        pending = self.pending
+        while pending:
+            try:
+                instrument, amount, attrs = pending.popleft()
+            except IndexError:
+                return
+            instrument.record(amount, attrs)
+
+
+# ------------------------------------------------------------------------------------------------ the API
+class Instrument:
+    """One metric as the recorder sees it; callers pass the values of ``definition.attributes`` positionally."""
+
+    __slots__ = ("_family", "_otel", "definition")
+
+    def __init__(self, family: Family, otel: _OtelSide) -> None:
+        self.definition = family.definition
+        self._family = family
+        self._otel = otel
 
     def add(self, values: tuple[str, ...], amount: float = 1.0, exemplar: dict[str, str] | None = None) -> None:
         """Counter increment."""
-        child = self._child(values)
-        if exemplar:
-            child.inc(amount, exemplar)
-        else:
-            child.inc(amount)
-        if self._gate.active:
-            self._otel.add(amount, self._attrs[values])
+        cell = self._family.cell(values)
+        with cell.lock:
+            cell.value += amount
 
     def observe(self, values: tuple[str, ...], amount: float, exemplar: dict[str, str] | None = None) -> None:
         """Histogram observation (with a trace-id exemplar when given)."""
-        child = self._child(values)
-        if exemplar:
-            child.observe(amount, exemplar)
-        else:
-            child.observe(amount)
-        if self._gate.active:
-            self._otel.record(amount, self._attrs[values])
+        family = self._family
+        cell = family.cell(values)
+        i = bisect.bisect_left(family.bounds, amount)
+        with cell.lock:
+            cell.counts[i] += 1
+            cell.count += 1
+            cell.sum += amount
+            if exemplar:
+                cell.exemplars[i] = Exemplar(exemplar, amount, time.time())
+        otel = self._otel
+        if otel.gate.active:
+            otel.queue(family, values, amount)
 
     def observe_many(self, values: tuple[str, ...], amounts: list[float]) -> None:
         """Several histogram observations for one label set (stream chunk gaps)."""
-        child = self._child(values)
-        observe = child.observe
-        for a in amounts:
-            observe(a)
-        if self._gate.active:
-            attrs = self._attrs[values]
-            record = self._otel.record
-            for a in amounts:
-                record(a, attrs)
+        family = self._family
+        cell = family.cell(values)
+        bounds = family.bounds
+        with cell.lock:
+            counts = cell.counts
+            for amount in amounts:
+                counts[bisect.bisect_left(bounds, amount)] += 1
+            cell.count += len(amounts)
+            cell.sum += sum(amounts)
+        otel = self._otel
+        if otel.gate.active:
+            for amount in amounts:
+                otel.queue(family, values, amount)
 
     def set(self, values: tuple[str, ...], value: float) -> None:
         """Gauge set."""
-        self._child(values).set(value)
-        if self._gate.active:
-            self._otel.set(value, self._attrs[values])
+        cell = self._family.cell(values)
+        cell.value = value
 
     def delta(self, values: tuple[str, ...], amount: float) -> None:
-        """Up-down counter (or gauge) increment or decrement; an OTel gauge is set to the resulting value."""
-        child = self._child(values)
-        child.inc(amount)
-        if self._gate.active:
-            if self.definition.kind == "updowncounter":
-                self._otel.add(amount, self._attrs[values])
-            else:
-                self._otel.set(child._value.get(), self._attrs[values])
+        """Up-down counter (or gauge) increment or decrement."""
+        cell = self._family.cell(values)
+        with cell.lock:
+            cell.value += amount
+
+    def value(self, values: tuple[str, ...]) -> float:
+        """The current value of a counter or gauge series (0 when never set)."""
+        cell = self._family.cells.get(values)
+        return cell.value if cell is not None else 0.0
 
 
 class Instruments:
     """All instruments of the names module, by MetricDef name."""
 
     def __init__(
-        self, registry: CollectorRegistry, meter: otel_metrics.Meter, *, explicit_provider: bool = False
+        self, registry: CollectorRegistry, provider: otel_metrics.MeterProvider, meter: otel_metrics.Meter, *,
+        explicit_provider: bool = False,
     ) -> None:
-        self.gate = gate = OtelGate(explicit_provider)
+        self.store = store = store_for(registry)
+        self.otel = otel = store.otel_side(provider, meter, OtelGate(explicit_provider))
+        self.gate = otel.gate
         self.by_name: dict[str, Instrument] = {
-            m.name: Instrument(m, registry, meter, gate) for m in names.all_metrics()
+            name: Instrument(family, otel) for name, family in store.families.items()
         }
 
     def __getitem__(self, m: names.MetricDef) -> Instrument:

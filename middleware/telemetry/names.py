@@ -76,6 +76,10 @@ A_SEQUENCE = "llm_middleware.sequence_number"
 A_LOST_SECONDS = "llm_middleware.lost_seconds"
 A_PARTIAL_CHARS = "llm_middleware.partial.chars"
 A_PATH_HASH = "llm_middleware.file.path_hash"
+A_ERROR_CODE = "llm_middleware.error.code"  # the upstream's error code or type, never its message
+A_BREAKER_STATE = "llm_middleware.circuit_breaker.state"
+A_FILES = "llm_middleware.files"
+A_FILE_ROOT_HASH = "llm_middleware.file.root_hash"
 
 # Span event names.
 E_ESTIMATE = "gen_ai.estimate"
@@ -188,6 +192,10 @@ DECISION_REFUSED = "refused"
 # L_RESOURCE on limiter metrics.
 RESOURCE_REQUESTS = "requests"
 RESOURCE_TOKENS = "tokens"
+# L_ESTIMATE_KIND on the estimated tokens histogram.
+ESTIMATE_PROMPT = "prompt"
+ESTIMATE_MAX_OUTPUT = "max_output"
+ESTIMATE_PREDICTED_OUTPUT = "predicted_output"
 # L_TOKEN_SOURCE on the estimate bias counter.
 KIND_ESTIMATED = "estimated"
 KIND_ACTUAL = "actual"

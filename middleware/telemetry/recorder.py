@@ -1,9 +1,18 @@
-"""The Recorder: the only object that touches OpenTelemetry and prometheus_client.
+"""The Recorder: the only object that touches OpenTelemetry and the Prometheus exposition.
 
-Pipeline stages report domain events (``throttled``, ``attempt_finished``, ``stream_chunks`` ...);
-the recorder turns each into a span event or span and metric samples, once, reaching both the
-Prometheus exposition and the OTel pipeline. Every public method is guarded: a telemetry failure
-is counted and logged once and never raises into the call.
+Pipeline stages report domain events (``throttled``, ``end_attempt``, ``stream_chunks`` ...); the
+recorder turns each into a span, a span event, metric samples and, where a person would want to read
+it later, one structured log record. Every public method is guarded: a telemetry failure is counted
+and logged once and never raises into the call.
+
+Cost discipline (this runs on every call and every chunk):
+
+- each metric update touches one cell of our own store (``instruments.py``), exposed to Prometheus and
+  OpenTelemetry from there, never written twice;
+- span events and their attribute dicts are built only when the span is recording (sampled);
+- a log record is built only when the ``middleware`` logger is enabled for its level;
+- message content, and upstream error messages (which may echo a prompt), reach spans only when content
+  capture is on (``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``).
 """
 
 from __future__ import annotations
@@ -24,9 +33,10 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from .._version import __version__
 from ..context import CallContext
-from ..cost.attributes import budget_attributes, cost_attributes, tag_attributes, usage_attributes
+from ..cost.attributes import budget_attributes, tag_attributes
 from . import names as n
 from .instruments import Instruments
+from .logs import CallLog
 
 log = logging.getLogger("middleware.telemetry")
 
@@ -36,6 +46,10 @@ R = TypeVar("R")
 CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 # Events kept free on every call span for estimate, throttle, backoff, stall, resume and summary events.
 RESERVED_SPAN_EVENTS = 16
+# Chunk span events: the first CHUNK_EVENTS_FIRST chunks, then every CHUNK_EVENTS_EVERY-th, then the last
+# (within the span's event limit), then one summary event with the count of chunks without an event.
+CHUNK_EVENTS_FIRST = 10
+CHUNK_EVENTS_EVERY = 50
 
 
 def _guarded(default: Any = None) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -58,7 +72,11 @@ def _guarded(default: Any = None) -> Callable[[Callable[P, R]], Callable[P, R]]:
 
 
 class ModelLabels:
-    """Folds model names into a bounded label set: beyond ``cap`` distinct models, ``other``."""
+    """Folds model names into a bounded label set: beyond ``cap`` distinct models, ``other``.
+
+    One per Prometheus registry (``labels_for``), so the cap holds for the whole exposition however many
+    protected clients and pipelines record into it.
+    """
 
     def __init__(self, cap: int = 50) -> None:
         self.cap = cap
@@ -74,12 +92,38 @@ class ModelLabels:
         with self._lock:
             if model in self._known:
                 return self._known[model]
-            clean = model.strip()[:64] or "unknown"
             if len(self._known) >= self.cap:
                 self.folded += 1
                 return n.OTHER_MODEL
+            clean = model.strip()[:64] or "unknown"
             self._known[model] = clean
             return clean
+
+    def known(self) -> dict[str, str]:
+        """Model -> label for every model given its own label."""
+        return dict(self._known)
+
+
+_MODEL_LABELS: dict[int, ModelLabels] = {}
+_MODEL_LABELS_LOCK = threading.Lock()
+
+
+def labels_for(store: object, cap: int) -> ModelLabels:
+    """The model folding of one metric store (created by its first recorder, with that recorder's cap)."""
+    with _MODEL_LABELS_LOCK:
+        labels = _MODEL_LABELS.get(id(store))
+        if labels is None:
+            labels = _MODEL_LABELS[id(store)] = ModelLabels(cap)
+        return labels
+
+
+def _error_code(error: BaseException) -> str | None:
+    """The upstream's error code or type (``insufficient_quota``, ``rate_limit_exceeded``), never its message."""
+    for attr in ("code", "type"):
+        value = getattr(error, attr, None)
+        if isinstance(value, str) and value and len(value) <= 64:
+            return value
+    return None
 
 
 class Recorder:
@@ -94,46 +138,72 @@ class Recorder:
         capture_content: bool | None = None,
         model_label_cap: int = 50,
         max_chunk_events: int | None = None,
+        slow_throttle_seconds: float = 1.0,
     ) -> None:
         self.registry = registry if registry is not None else REGISTRY
         self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("middleware", __version__)
-        meter = (meter_provider or otel_metrics.get_meter_provider()).get_meter("middleware", __version__)
-        self.m = Instruments(self.registry, meter, explicit_provider=meter_provider is not None)
+        provider = meter_provider or otel_metrics.get_meter_provider()
+        meter = provider.get_meter("middleware", __version__)
+        self.m = m = Instruments(self.registry, provider, meter, explicit_provider=meter_provider is not None)
         if capture_content is None:
             capture_content = os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() in ("1", "true", "yes")
         self.capture_content = capture_content
-        self.models = ModelLabels(model_label_cap)
+        self.models = labels_for(m.store, model_label_cap)
         self._max_chunk_events = max_chunk_events
         self._warned: set[str] = set()
         self.telemetry_errors = 0
+        self.logs = CallLog(slow_throttle_seconds)
+        # The instruments of the per-call path, bound once.
+        self._inflight = m[n.INFLIGHT]
+        self._requests = m[n.REQUESTS]
+        self._duration = m[n.OPERATION_DURATION]
+        self._usage = m[n.TOKEN_USAGE]
+        self._estimates = m[n.TOKEN_ESTIMATES]
+        self._estimated = m[n.ESTIMATED_TOKENS]
+        self._decisions = m[n.THROTTLE_DECISIONS]
+        self._wait = m[n.THROTTLE_WAIT]
+        self._reserved = m[n.TOKENS_RESERVED]
+        self._settled = m[n.TOKENS_SETTLED]
+        self._attempts = m[n.ATTEMPTS]
+        self._error_ratio = m[n.ESTIMATE_ERROR]
+        self._bias = m[n.ESTIMATE_BIAS_TOKENS]
+        self._chunks = m[n.STREAM_CHUNKS]
+        self._per_chunk = m[n.TIME_PER_OUTPUT_CHUNK]
         from .setup import register_recorder
 
         register_recorder(self)
 
     # ------------------------------------------------------------------ plumbing
     def telemetry_error(self, component: str, exc: BaseException | None = None) -> None:
-        """Count a telemetry failure and log it once per component."""
-        self.telemetry_errors += 1
+        """Count a telemetry failure and log it once per component (never raises)."""
         try:
+            self.telemetry_errors += 1
             self.m[n.TELEMETRY_ERRORS].add((component,))
+            if component not in self._warned:
+                self._warned.add(component)
+                log.warning("telemetry failure in %s (further ones are counted, not logged): %r", component, exc)
         except Exception:
             pass
-        if component not in self._warned:
-            self._warned.add(component)
-            log.warning("telemetry failure in %s (further ones are counted, not logged): %r", component, exc)
 
     def model_label(self, model: str) -> str:
-        """Bounded label value for a model."""
-        before = self.models.folded
-        label = self.models.label(model)
-        if self.models.folded != before:
-            self.m[n.MODELS_FOLDED].add(())
-        return label
+        """Bounded label value for a model (never raises: ``other`` on any failure)."""
+        try:
+            models = self.models
+            before = models.folded
+            label = models.label(model)
+            if models.folded != before:
+                self.m[n.MODELS_FOLDED].add(())
+            return label
+        except Exception as exc:
+            self.telemetry_error("model_label", exc)
+            return n.OTHER_MODEL
 
     def chunk_event_limit(self, ctx: CallContext) -> int:
         """How many chunk span events fit on this call's span (its event limit minus room for the others)."""
         if self._max_chunk_events is not None:
             return self._max_chunk_events
+        if not ctx.recording:
+            return 0
         limits = getattr(ctx.span, "_limits", None)
         max_events = getattr(limits, "max_events", None)
         if isinstance(max_events, int) and max_events > 0:
@@ -143,6 +213,10 @@ class Recorder:
     @staticmethod
     def _exemplar(ctx: CallContext) -> dict[str, str] | None:
         return {n.EXEMPLAR_TRACE_ID: ctx.trace_id} if ctx.trace_id else None
+
+    def _event(self, ctx: CallContext, name: str, attributes: Mapping[str, Any]) -> None:
+        if ctx.recording:
+            ctx.span.add_event(name, attributes)
 
     # ------------------------------------------------------------------ call lifecycle
     def start_call(
@@ -156,97 +230,97 @@ class Recorder:
         server_address: str | None = None,
         server_port: int | None = None,
     ) -> CallContext:
-        """Open the call span ``{operation} {model}`` (kind CLIENT) and return the call's context."""
-        attributes: dict[str, Any] = {
-            n.A_OPERATION: operation,
-            n.A_PROVIDER: n.PROVIDER_NAME,
-            n.A_REQUEST_MODEL: model,
-            n.A_REQUEST_STREAM: stream,
-        }
-        if server_address:
-            attributes[n.A_SERVER_ADDRESS] = server_address
-        if server_port:
-            attributes[n.A_SERVER_PORT] = server_port
-        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
-        if isinstance(max_tokens, int):
-            attributes[n.A_REQUEST_MAX_TOKENS] = max_tokens
+        """Open the call span ``{operation} {model}`` (kind CLIENT) and return the call's context.
+
+        Never raises: a tracer or instrument that fails leaves the call with a non-recording span.
+        """
+        span: Any = trace.INVALID_SPAN
         try:
+            attributes: dict[str, Any] = {
+                n.A_OPERATION: operation, n.A_PROVIDER: n.PROVIDER_NAME, n.A_REQUEST_MODEL: model,
+                n.A_REQUEST_STREAM: stream,
+            }
+            if server_address:
+                attributes[n.A_SERVER_ADDRESS] = server_address
+            if server_port:
+                attributes[n.A_SERVER_PORT] = server_port
+            max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
+            if isinstance(max_tokens, int):
+                attributes[n.A_REQUEST_MAX_TOKENS] = max_tokens
             span = self.tracer.start_span(
-                n.SPAN_CALL.format(operation=operation, model=model), kind=SpanKind.CLIENT, attributes=attributes
-            )
+                n.SPAN_CALL.format(operation=operation, model=model), kind=SpanKind.CLIENT, attributes=attributes)
         except Exception as exc:  # a broken tracer provider must not break the call
             self.telemetry_error("tracer", exc)
             span = trace.INVALID_SPAN
-        self.m.gate.refresh()
-        label = self.model_label(model)
-        ctx = CallContext(
-            operation=operation, route=route, model=model, model_label=label, body=body, stream=stream, span=span
-        )
-        sc = span.get_span_context()
-        if sc.is_valid and sc.trace_flags.sampled:
-            ctx.trace_id = format(sc.trace_id, "032x")
-        if self.capture_content:
-            self._capture_input(ctx)
-        self._inflight(operation, 1)
+        ctx = CallContext(operation=operation, route=route, model=model, model_label=self.model_label(model),
+                          body=body, stream=stream, span=span)
+        try:
+            ctx.recording = span.is_recording()
+            sc = span.get_span_context()
+            if sc.is_valid and sc.trace_flags.sampled:
+                ctx.trace_id = format(sc.trace_id, "032x")
+                ctx.span_id = format(sc.span_id, "016x")
+            self.m.gate.refresh()
+            if self.capture_content and ctx.recording:
+                content = body.get("messages") or body.get("input")
+                if content is not None:
+                    span.set_attribute(n.A_INPUT_MESSAGES, json.dumps(content, default=str)[:65536])
+            self._inflight.delta((operation,), 1)
+        except Exception as exc:
+            self.telemetry_error("start_call", exc)
         return ctx
-
-    @_guarded()
-    def _inflight(self, operation: str, delta: int) -> None:
-        self.m[n.INFLIGHT].delta((operation,), delta)
-
-    @_guarded()
-    def _capture_input(self, ctx: CallContext) -> None:
-        content = ctx.body.get("messages") or ctx.body.get("input")
-        if content is not None:
-            ctx.span.set_attribute(n.A_INPUT_MESSAGES, json.dumps(content, default=str)[:65536])
 
     @_guarded()
     def estimate(self, ctx: CallContext, estimate: Any) -> None:
         """The token estimate made before the call (a span event and metrics)."""
         ctx.estimate = estimate
-        attrs: dict[str, Any] = {
-            n.A_ESTIMATOR: estimate.estimator,
-            n.A_EST_PROMPT_TOKENS: estimate.prompt_tokens,
-        }
-        if estimate.max_output_tokens is not None:
-            attrs[n.A_EST_MAX_OUTPUT_TOKENS] = estimate.max_output_tokens
-        if estimate.predicted_output_tokens is not None:
-            attrs[n.A_EST_PREDICTED_OUTPUT_TOKENS] = estimate.predicted_output_tokens
-        ctx.span.add_event(n.E_ESTIMATE, attrs)
+        if ctx.recording:
+            attrs: dict[str, Any] = {n.A_ESTIMATOR: estimate.estimator, n.A_EST_PROMPT_TOKENS: estimate.prompt_tokens}
+            if estimate.max_output_tokens is not None:
+                attrs[n.A_EST_MAX_OUTPUT_TOKENS] = estimate.max_output_tokens
+            if estimate.predicted_output_tokens is not None:
+                attrs[n.A_EST_PREDICTED_OUTPUT_TOKENS] = estimate.predicted_output_tokens
+            ctx.span.add_event(n.E_ESTIMATE, attrs)
+            if estimate.estimator != "tiktoken":  # the call's estimate came from the documented fallback
+                ctx.span.add_event(n.E_TELEMETRY_DEGRADED, {n.A_ESTIMATOR: estimate.estimator})
         model = ctx.model_label
-        self.m[n.TOKEN_ESTIMATES].add((model, ctx.operation, estimate.estimator))
-        hist = self.m[n.ESTIMATED_TOKENS]
-        hist.observe((model, n.TOKEN_INPUT, "prompt"), estimate.prompt_tokens)
+        self._estimates.add((model, ctx.operation, estimate.estimator))
+        hist = self._estimated
+        hist.observe((model, n.TOKEN_INPUT, n.ESTIMATE_PROMPT), estimate.prompt_tokens)
         if estimate.max_output_tokens is not None:
-            hist.observe((model, n.TOKEN_OUTPUT, "max_output"), estimate.max_output_tokens)
+            hist.observe((model, n.TOKEN_OUTPUT, n.ESTIMATE_MAX_OUTPUT), estimate.max_output_tokens)
         if estimate.predicted_output_tokens is not None:
-            hist.observe((model, n.TOKEN_OUTPUT, "predicted_output"), estimate.predicted_output_tokens)
+            hist.observe((model, n.TOKEN_OUTPUT, n.ESTIMATE_PREDICTED_OUTPUT), estimate.predicted_output_tokens)
 
     @_guarded()
     def throttled(self, ctx: CallContext, *, decision: str, reason: str, wait_seconds: float, tokens: int) -> None:
         """A limiter decision for this call: admitted at once, waited, or refused."""
-        ctx.span.add_event(n.E_THROTTLE, {
-            n.A_DECISION: decision, n.A_REASON: reason, n.A_WAIT_SECONDS: wait_seconds, n.A_RESERVED_TOKENS: tokens,
-        })
-        self.m[n.THROTTLE_DECISIONS].add((ctx.model_label, decision, reason))
-        if decision != "refused":
-            self.m[n.THROTTLE_WAIT].observe((ctx.model_label,), wait_seconds, self._exemplar(ctx))
-            self.m[n.TOKENS_RESERVED].add((ctx.model_label,), tokens)
+        if ctx.recording:
+            ctx.span.add_event(n.E_THROTTLE, {
+                n.A_DECISION: decision, n.A_REASON: reason, n.A_WAIT_SECONDS: wait_seconds,
+                n.A_RESERVED_TOKENS: tokens, n.A_LIMITER_KEY: ctx.limiter_key.id if ctx.limiter_key else "",
+            })
+        model = ctx.model_label
+        self._decisions.add((model, decision, reason))
+        if decision != n.DECISION_REFUSED:
+            self._wait.observe((model,), wait_seconds, self._exemplar(ctx))
+            self._reserved.add((model,), tokens)
+        self.logs.throttled(ctx, decision, reason, wait_seconds, tokens)
 
-    def start_attempt(self, ctx: CallContext, attempt: int) -> trace.Span:
+    def start_attempt(self, ctx: CallContext, attempt: int) -> Any:
         """Open the child span of one HTTP attempt (``http.request.resend_count`` = attempt - 1)."""
         try:
-            parent = trace.set_span_in_context(ctx.span)
+            if not ctx.recording:
+                return trace.INVALID_SPAN
             method = ctx.request.method if ctx.request is not None else "POST"
-            attributes: dict[str, Any] = {
-                n.A_HTTP_METHOD: method, n.A_URL_TEMPLATE: ctx.route, n.A_ATTEMPT: attempt,
-            }
+            attributes: dict[str, Any] = {n.A_HTTP_METHOD: method, n.A_URL_TEMPLATE: ctx.route, n.A_ATTEMPT: attempt}
             if attempt > 1:
                 attributes[n.A_HTTP_RESEND_COUNT] = attempt - 1
-            return self.tracer.start_span(
-                n.SPAN_ATTEMPT.format(method=method, route=ctx.route), context=parent, kind=SpanKind.CLIENT,
-                attributes=attributes,
-            )
+            parent = ctx.parent_context
+            if parent is None:
+                parent = ctx.parent_context = trace.set_span_in_context(ctx.span)
+            return self.tracer.start_span(n.SPAN_ATTEMPT.format(method=method, route=ctx.route), context=parent,
+                                          kind=SpanKind.CLIENT, attributes=attributes)
         except Exception as exc:
             self.telemetry_error("start_attempt", exc)
             return trace.INVALID_SPAN
@@ -255,32 +329,54 @@ class Recorder:
     def end_attempt(
         self,
         ctx: CallContext,
-        span: trace.Span,
+        span: Any,
         *,
         outcome: str,
         reason: str,
         status: int | None = None,
         error_type: str | None = None,
         request_id: str | None = None,
+        keep_open: bool = False,
     ) -> None:
-        """Close an attempt span with its outcome and count the attempt."""
-        attrs: dict[str, Any] = {n.A_REASON: reason}
-        if status is not None:
-            attrs[n.A_HTTP_STATUS] = status
-        if request_id:
-            attrs[n.A_UPSTREAM_REQUEST_ID] = request_id
-        if outcome != "success":
-            attrs[n.A_ERROR_TYPE] = error_type or reason
-            span.set_status(Status(StatusCode.ERROR, reason))
-        span.set_attributes(attrs)
+        """Close an attempt span with its outcome and count the attempt; ``keep_open`` (a streamed response)
+        leaves the span open until the body ends (:meth:`end_stream_attempt`)."""
+        if span.is_recording():
+            attrs: dict[str, Any] = {n.A_REASON: reason}
+            if status is not None:
+                attrs[n.A_HTTP_STATUS] = status
+            if request_id:
+                attrs[n.A_UPSTREAM_REQUEST_ID] = request_id
+            if outcome != n.ATTEMPT_SUCCESS:
+                attrs[n.A_ERROR_TYPE] = error_type or reason
+                span.set_status(Status(StatusCode.ERROR, reason))
+            span.set_attributes(attrs)
+        if keep_open:
+            ctx.attempt_span = span
+        else:
+            span.end()
+        self._attempts.add((ctx.model_label, ctx.operation, outcome, reason))
+
+    @_guarded()
+    def end_stream_attempt(self, ctx: CallContext, cause: str | None = None) -> None:
+        """End the attempt span of a streamed request when its body ends: OK, or ERROR with ``error.type``
+        the interruption's cause (a cut, a stall) — the span covers the whole transfer, not just the headers."""
+        span = ctx.attempt_span
+        if span is None:
+            return
+        ctx.attempt_span = None
+        if cause is not None and span.is_recording():
+            span.set_attributes({n.A_ERROR_TYPE: cause, n.A_REASON: "stream_broken"})
+            span.set_status(Status(StatusCode.ERROR, cause))
         span.end()
-        self.m[n.ATTEMPTS].add((ctx.model_label, ctx.operation, outcome, reason))
 
     @_guarded()
     def backoff(self, ctx: CallContext, *, attempt: int, delay_seconds: float, reason: str) -> None:
-        """A backoff slept before the next attempt."""
-        ctx.span.add_event(n.E_BACKOFF, {n.A_ATTEMPT: attempt, n.A_DELAY_SECONDS: delay_seconds, n.A_REASON: reason})
+        """A backoff slept before the next attempt (or a wait for an open circuit or a budget period)."""
+        self._event(ctx, n.E_BACKOFF, {n.A_ATTEMPT: attempt, n.A_DELAY_SECONDS: delay_seconds, n.A_REASON: reason})
+        if reason == "circuit_open":
+            self._event(ctx, n.E_BREAKER, {n.A_BREAKER_STATE: "open", n.A_WAIT_SECONDS: delay_seconds})
         self.m[n.BACKOFF].observe((ctx.model_label, reason), delay_seconds)
+        self.logs.retry(ctx, attempt, reason, delay_seconds)
 
     @_guarded()
     def rate_limited_response(self, ctx: CallContext, resource: str) -> None:
@@ -290,21 +386,50 @@ class Recorder:
     @_guarded()
     def settled(self, ctx: CallContext, tokens: int) -> None:
         """The limiter settled this call's reservation at ``tokens``."""
-        self.m[n.TOKENS_SETTLED].add((ctx.model_label,), tokens)
+        self._settled.add((ctx.model_label,), tokens)
 
     @_guarded()
     def end_call(self, ctx: CallContext, error: BaseException | None = None, *, error_type: str | None = None) -> None:
-        """Finish the call exactly once: duration, usage, outcome, estimate error, span status and end."""
+        """Finish the call exactly once: duration, usage, cost, outcome, estimate error, span status and end."""
         if ctx.ended:
             return
         ctx.ended = True
         duration = ctx.elapsed
         span = ctx.span
         model = ctx.model_label
+        operation = ctx.operation
         exemplar = self._exemplar(ctx)
         etype = ""
         if error is not None or error_type is not None:
             etype = error_type or type(error).__name__
+        usage = self._usage
+        if ctx.input_tokens is not None:
+            usage.observe((model, operation, n.TOKEN_INPUT), ctx.input_tokens, exemplar)
+        if ctx.output_tokens is not None:
+            usage.observe((model, operation, n.TOKEN_OUTPUT), ctx.output_tokens, exemplar)
+        details = ctx.usage
+        if details is not None:
+            if details.cached_input_tokens:
+                usage.observe((model, operation, n.TOKEN_CACHED_INPUT), details.cached_input_tokens, exemplar)
+            if details.reasoning_tokens:
+                usage.observe((model, operation, n.TOKEN_REASONING), details.reasoning_tokens, exemplar)
+        self._estimate_error(ctx)
+        self._duration.observe((model, operation, etype), duration, exemplar)
+        self._requests.add((model, operation, n.OUTCOME_ERROR if etype else n.OUTCOME_SUCCESS, etype))
+        if ctx.recording:
+            span.set_attributes(self._end_attributes(ctx, etype, error))
+            if etype:
+                # The status and the exception event carry the error's type (and code); its message may echo
+                # the prompt back, so it is kept only when content capture is on.
+                span.set_status(Status(StatusCode.ERROR, str(error)[:200] if self.capture_content and error
+                                       else etype))
+                if error is not None:
+                    self._exception_event(span, error)
+        span.end()
+        self._inflight.delta((operation,), -1)
+        self.logs.call_ended(ctx, etype, duration)
+
+    def _end_attributes(self, ctx: CallContext, etype: str, error: BaseException | None) -> dict[str, Any]:
         attrs: dict[str, Any] = {}
         if ctx.response_model:
             attrs[n.A_RESPONSE_MODEL] = ctx.response_model
@@ -314,43 +439,52 @@ class Recorder:
             attrs[n.A_FINISH_REASONS] = ctx.finish_reasons
         if ctx.history:
             attrs[n.A_ATTEMPTS] = len(ctx.history)
-        usage = self.m[n.TOKEN_USAGE]
         if ctx.input_tokens is not None:
             attrs[n.A_USAGE_INPUT] = ctx.input_tokens
-            usage.observe((model, ctx.operation, n.TOKEN_INPUT), ctx.input_tokens, exemplar)
         if ctx.output_tokens is not None:
             attrs[n.A_USAGE_OUTPUT] = ctx.output_tokens
-            usage.observe((model, ctx.operation, n.TOKEN_OUTPUT), ctx.output_tokens, exemplar)
         details = ctx.usage
-        if details is not None and (details.cached_input_tokens or details.reasoning_tokens):
-            attrs.update(usage_attributes(details))
+        if details is not None:
             if details.cached_input_tokens:
-                usage.observe((model, ctx.operation, n.TOKEN_CACHED_INPUT), details.cached_input_tokens, exemplar)
+                attrs[n.A_USAGE_CACHED_INPUT] = details.cached_input_tokens
             if details.reasoning_tokens:
-                usage.observe((model, ctx.operation, n.TOKEN_REASONING), details.reasoning_tokens, exemplar)
-        if ctx.cost is not None:
-            attrs.update(cost_attributes(ctx.cost))
-        self._estimate_error(ctx)
-        if self.capture_content and ctx.output_text is not None:
-            attrs[n.A_OUTPUT_MESSAGES] = ctx.output_text[:65536]
-        self.m[n.OPERATION_DURATION].observe((model, ctx.operation, etype), duration, exemplar)
-        self.m[n.REQUESTS].add((model, ctx.operation, n.OUTCOME_ERROR if etype else n.OUTCOME_SUCCESS, etype))
+                attrs[n.A_USAGE_REASONING] = details.reasoning_tokens
+        cost = ctx.cost
+        if cost is not None:
+            reason = getattr(cost, "reason", None)
+            if reason is not None:
+                attrs[n.A_COST_UNPRICED] = True
+                attrs[n.A_COST_UNPRICED_REASON] = reason
+            else:
+                attrs[n.A_COST_USD] = cost.total_usd
+                attrs[n.A_COST_PRICED_AS] = cost.priced_as
         if etype:
             attrs[n.A_ERROR_TYPE] = etype
-            span.set_status(Status(StatusCode.ERROR, str(error)[:200] if error is not None else etype))
-            if error is not None:
-                span.record_exception(error)
-        span.set_attributes(attrs)
-        span.end()
-        self._inflight(ctx.operation, -1)
+            code = _error_code(error) if error is not None else None
+            if code:
+                attrs[n.A_ERROR_CODE] = code
+        if self.capture_content and ctx.output_text is not None:
+            attrs[n.A_OUTPUT_MESSAGES] = ctx.output_text[:65536]
+        return attrs
+
+    def _exception_event(self, span: Any, error: BaseException) -> None:
+        """The semconv ``exception`` event; the message and stack trace only with content capture."""
+        attrs: dict[str, Any] = {"exception.type": type(error).__qualname__}
+        code = _error_code(error)
+        if code:
+            attrs[n.A_ERROR_CODE] = code
+        if self.capture_content:
+            span.record_exception(error)
+            return
+        span.add_event("exception", attrs)
 
     def _estimate_error(self, ctx: CallContext) -> None:
         est = ctx.estimate
         if est is None:
             return
         model = ctx.model_label
-        hist = self.m[n.ESTIMATE_ERROR]
-        bias = self.m[n.ESTIMATE_BIAS_TOKENS]
+        hist = self._error_ratio
+        bias = self._bias
         if ctx.input_tokens:
             hist.observe((model, n.TOKEN_INPUT), abs(est.prompt_tokens - ctx.input_tokens) / ctx.input_tokens)
             bias.add((model, n.TOKEN_INPUT, n.KIND_ESTIMATED), est.prompt_tokens)
@@ -372,16 +506,22 @@ class Recorder:
         """Time to first chunk."""
         ctx.first_chunk_at = at
         ttfc = at - ctx.started
-        ctx.span.set_attribute(n.A_TTFC, ttfc)
+        if ctx.recording:
+            ctx.span.set_attribute(n.A_TTFC, ttfc)
         self.m[n.TIME_TO_FIRST_CHUNK].observe((ctx.model_label, ctx.operation), ttfc, self._exemplar(ctx))
 
-    def chunk_event(self, ctx: CallContext, index: int, at: float) -> bool:
-        """Add a span event for one chunk while under the span's event limit; False once over it."""
+    def wants_chunk_event(self, ctx: CallContext, index: int) -> bool:
+        """The chunk event policy: the first chunks, then every k-th, within the span's event limit."""
+        return (index <= CHUNK_EVENTS_FIRST or index % CHUNK_EVENTS_EVERY == 0) and ctx.recording
+
+    def chunk_event(self, ctx: CallContext, index: int, at: float | None = None) -> bool:
+        """Add a span event for chunk ``index`` while under the span's event limit; False once over it."""
         if ctx.chunk_events >= self.chunk_event_limit(ctx):
             return False
         try:
-            ctx.span.add_event(n.E_CHUNK, {n.A_CHUNK_INDEX: index}, timestamp=None)
+            ctx.span.add_event(n.E_CHUNK, {n.A_CHUNK_INDEX: index})
             ctx.chunk_events += 1
+            ctx.last_chunk_event = index
             return True
         except Exception as exc:
             self.telemetry_error("chunk_event", exc)
@@ -389,25 +529,26 @@ class Recorder:
 
     @_guarded()
     def stream_chunks(self, ctx: CallContext, count: int, gaps: list[float]) -> None:
-        """A batch of chunks (flushed by the stream guard): the chunk counter and the inter-chunk gaps."""
+        """Chunks received since the last report: the chunk counter and the inter-chunk gaps."""
         labels = (ctx.model_label, ctx.operation)
         if count:
-            self.m[n.STREAM_CHUNKS].add(labels, count)
+            self._chunks.add(labels, count)
         if gaps:
-            self.m[n.TIME_PER_OUTPUT_CHUNK].observe_many(labels, gaps)
+            self._per_chunk.observe_many(labels, gaps)
 
     @_guarded()
     def stream_closed(self, ctx: CallContext, state: str) -> None:
-        """The stream ended (completed, error, closed_early, abandoned): summary event and metrics."""
+        """The stream ended (completed, error, closed_early, abandoned): last chunk event, summary, metrics."""
         labels = (ctx.model_label, ctx.operation)
-        dropped = max(0, ctx.chunks - ctx.chunk_events)
-        ctx.span.add_event(n.E_STREAM_SUMMARY, {
-            n.A_CHUNKS: ctx.chunks, n.A_CHUNKS_DROPPED: dropped, n.A_STREAM_END: state,
-        })
-        ctx.span.set_attribute(n.A_STREAM_END, state)
-        ctx.span.set_attribute(n.A_CHUNKS, ctx.chunks)
-        duration = ctx.elapsed
-        self.m[n.STREAM_DURATION].observe(labels, duration, self._exemplar(ctx))
+        if ctx.recording:
+            if ctx.chunks and ctx.last_chunk_event != ctx.chunks:
+                self.chunk_event(ctx, ctx.chunks)
+            ctx.span.add_event(n.E_STREAM_SUMMARY, {
+                n.A_CHUNKS: ctx.chunks, n.A_CHUNKS_DROPPED: max(0, ctx.chunks - ctx.chunk_events),
+                n.A_STREAM_END: state,
+            })
+            ctx.span.set_attributes({n.A_STREAM_END: state, n.A_CHUNKS: ctx.chunks})
+        self.m[n.STREAM_DURATION].observe(labels, ctx.elapsed, self._exemplar(ctx))
         self.m[n.STREAM_ENDS].add((ctx.model_label, ctx.operation, state))
         if ctx.first_chunk_at is not None and ctx.output_tokens:
             generating = time.monotonic() - ctx.first_chunk_at
@@ -418,14 +559,16 @@ class Recorder:
     @_guarded()
     def stall(self, ctx: CallContext, idle_seconds: float) -> None:
         """No chunk for longer than the stall timeout."""
-        ctx.span.add_event(n.E_STALL, {n.A_WAIT_SECONDS: idle_seconds})
+        self._event(ctx, n.E_STALL, {n.A_WAIT_SECONDS: idle_seconds})
         self.m[n.STREAM_STALLS].add((ctx.model_label,))
+        self.logs.stall(ctx, idle_seconds)
 
     @_guarded()
     def interruption(self, ctx: CallContext, cause: str, partial_chars: int) -> None:
         """A stream broke (stall, connection, server_error, malformed)."""
-        ctx.span.add_event(n.E_INTERRUPTION, {n.A_CAUSE: cause, n.A_PARTIAL_CHARS: partial_chars})
+        self._event(ctx, n.E_INTERRUPTION, {n.A_CAUSE: cause, n.A_PARTIAL_CHARS: partial_chars})
         self.m[n.STREAM_INTERRUPTIONS].add((ctx.model_label, cause))
+        self.logs.interrupted(ctx, cause, partial_chars)
 
     @_guarded()
     def resumption(self, ctx: CallContext, outcome: str, lost_seconds: float | None, sequence: int | None) -> None:
@@ -436,20 +579,23 @@ class Recorder:
             self.m[n.STREAM_RESUME_LOST].observe((ctx.model_label,), lost_seconds, self._exemplar(ctx))
         if sequence is not None:
             attrs[n.A_SEQUENCE] = sequence
-        ctx.span.add_event(n.E_RESUME, attrs)
+        self._event(ctx, n.E_RESUME, attrs)
         self.m[n.STREAM_RESUMPTIONS].add((ctx.model_label, outcome))
+        self.logs.resumed(ctx, outcome, lost_seconds)
 
     @_guarded()
     def checkpoint(self, ctx: CallContext, backend: str, checkpoint_id: str) -> None:
         """A stream checkpoint was written."""
-        ctx.span.add_event(n.E_CHECKPOINT, {n.A_CHECKPOINT_ID: checkpoint_id})
+        self._event(ctx, n.E_CHECKPOINT, {n.A_CHECKPOINT_ID: checkpoint_id})
         self.m[n.CHECKPOINTS_WRITTEN].add((ctx.model_label, backend))
+        self.logs.checkpoint(ctx, backend, checkpoint_id)
 
     @_guarded()
     def forced_stream(self, ctx: CallContext, reason: str) -> None:
         """A non-streaming call is sent as a stream."""
-        ctx.span.set_attribute(n.A_FORCED_STREAM, True)
-        ctx.span.add_event(n.E_FORCED_STREAM, {n.A_REASON: reason})
+        if ctx.recording:
+            ctx.span.set_attribute(n.A_FORCED_STREAM, True)
+            ctx.span.add_event(n.E_FORCED_STREAM, {n.A_REASON: reason})
         self.m[n.FORCED_STREAMS].add((ctx.model_label, reason))
 
     @_guarded()
@@ -457,21 +603,33 @@ class Recorder:
         """The adaptive forced-streaming threshold for a model changed."""
         self.m[n.ADAPTIVE_THRESHOLD].set((self.model_label(model),), tokens)
 
+    # ------------------------------------------------------------------ spans of their own
+    def operation_span(self, name: str, attributes: Mapping[str, Any]) -> Any:
+        """An INTERNAL span around a larger operation (``process_files``, ``resume_checkpoint``); use as a
+        context manager. Never raises: a failing tracer gives a non-recording span."""
+        try:
+            return self.tracer.start_as_current_span(name, kind=SpanKind.INTERNAL, attributes=dict(attributes))
+        except Exception as exc:
+            self.telemetry_error("tracer", exc)
+            return trace.use_span(trace.INVALID_SPAN)
+
     # ------------------------------------------------------------------ cost (CostEvents and the call's budget)
     @_guarded()
     def tagged(self, ctx: CallContext) -> None:
         """The call's attribution tags (span attributes; metrics get them folded, at settlement)."""
-        ctx.span.set_attributes(tag_attributes(ctx.tags))
+        if ctx.recording:
+            ctx.span.set_attributes(tag_attributes(ctx.tags))
 
     @_guarded()
     def budget_admitted(self, ctx: CallContext, reservation: Any) -> None:
         """The call's worst-case cost was reserved against its budgets (a span event)."""
-        ctx.span.add_event(n.E_BUDGET, budget_attributes(reservation))
+        self._event(ctx, n.E_BUDGET, budget_attributes(reservation))
 
     @_guarded()
     def budget_refused(self, ctx: CallContext, error: Any) -> None:
         """A budget refused the call (a span event; the call then fails with ``BudgetExceeded``)."""
-        ctx.span.add_event(n.E_BUDGET, budget_attributes(error))
+        self._event(ctx, n.E_BUDGET, budget_attributes(error))
+        self.logs.budget_refused(ctx, error)
 
     @_guarded()
     def call_cost(self, model: str, labels: tuple[str, ...], cost: Any) -> None:
@@ -560,6 +718,7 @@ class Recorder:
         value = n.BREAKER_STATE_VALUES.get(state, 0.0)
         self.m[n.BREAKER_STATE].set((label, endpoint), value)
         self.m[n.BREAKER_TRANSITIONS].add((label, endpoint, state))
+        self.logs.breaker(endpoint, label, state)
 
     @_guarded()
     def file_read(self, bytes_read: int, tokens: int) -> None:
@@ -572,6 +731,7 @@ class Recorder:
     def file_refused(self, reason: str) -> None:
         """FileEvents: a file refused or skipped, by closed reason code."""
         self.m[n.FILES_REFUSED].add((reason,))
+        self.logs.file_refused(reason)
 
     @_guarded()
     def chunks_produced(self, sizes_tokens: list[int], seconds: float) -> None:
@@ -582,4 +742,4 @@ class Recorder:
 
     def snapshot_labels(self) -> Mapping[str, str]:
         """Known model labels (for tests and the demo summary)."""
-        return dict(self.models._known)
+        return self.models.known()

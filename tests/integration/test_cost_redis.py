@@ -6,7 +6,7 @@ import multiprocessing as mp
 import random
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ from tests.fixtures.redis_server import RedisServer
 
 
 def ts(text: str) -> float:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
 
 
 class Clock:

@@ -89,7 +89,8 @@ def test_ten_thousand_tag_values_keep_the_label_cap() -> None:
     services = CostServices(CostConfig(tags=TagConfig(value_cap=50, combination_cap=250)), events=folds,
                             folder=TagFolder(50, 250))
     registry = CollectorRegistry()
-    instruments = Instruments(registry, MeterProvider().get_meter("test"), explicit_provider=True)
+    provider = MeterProvider()
+    instruments = Instruments(registry, provider, provider.get_meter("test"), explicit_provider=True)
     cost = instruments[n.COST_USD]
     for i in range(10_000):
         labels = services.labels_for(services.tags_for({"metadata": {"team": f"team-{i}", "feature": f"f-{i % 7}"}}))

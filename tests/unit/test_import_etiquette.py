@@ -11,7 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: pip vendors a TOML reader
+    from pip._vendor import tomli as tomllib  # type: ignore[no-redef]
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = ("middleware", "middleware.cli", "middleware.demo", "middleware.traces_cli", "middleware.files.cli",
@@ -90,6 +93,14 @@ def test_runtime_dependencies_and_extras() -> None:
     runtime = {_name(r) for r in project["dependencies"]}
     assert runtime == {"openai", "tiktoken", "prometheus-client", "opentelemetry-api"}
     extras = {k: {_name(r) for r in v} for k, v in project["optional-dependencies"].items()}
+    for name, deps in extras.items():  # "llm-middleware[test,dashboards]": an extra that includes others
+        for dep in list(deps):
+            if dep == project["name"]:
+                deps.discard(dep)
+                for req in project["optional-dependencies"][name]:
+                    if req.startswith(project["name"] + "["):
+                        for inner in req.split("[", 1)[1].rstrip("]").split(","):
+                            deps |= {_name(r) for r in project["optional-dependencies"][inner.strip()]}
     assert {"opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http"} <= extras["otel"]
     assert extras["cli"] == {"rich"}
     assert extras["otel"] | extras["cli"] <= extras["dev"]  # the README's two commands keep installing everything
