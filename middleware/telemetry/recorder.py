@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -26,7 +27,7 @@ from .._version import __version__
 from ..context import CallContext
 from ..cost.attributes import budget_attributes, cost_attributes, tag_attributes, usage_attributes
 from . import names as n
-from .instruments import Instruments
+from .instruments import Instrument, Instruments
 
 log = logging.getLogger("middleware.telemetry")
 
@@ -36,6 +37,35 @@ R = TypeVar("R")
 CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 # Events kept free on every call span for estimate, throttle, backoff, stall, resume and summary events.
 RESERVED_SPAN_EVENTS = 16
+
+
+TRACER_NAME = "middleware"  # the instrumentation scope of our spans and metrics
+
+# OpenTelemetry's own openai instrumentation ("openai-v2") records these two GenAI metrics for the calls it wraps.
+# While it is on, their OTel instruments are its alone: ours record them on the Prometheus side only (/metrics),
+# so that no OTel metric name carries two meanings. See docs/architecture.md ("Next to openai-v2").
+OPENAI_V2_MODULE = "opentelemetry.instrumentation.openai_v2"
+SHARED_WITH_OPENAI_V2 = (n.OPERATION_DURATION, n.TOKEN_USAGE)
+
+
+def openai_v2_active() -> bool:
+    """True while OpenTelemetry's openai-v2 instrumentation is instrumenting this process (never imports it)."""
+    module = sys.modules.get(OPENAI_V2_MODULE)
+    instrumentor = getattr(getattr(module, "OpenAIInstrumentor", None), "_instance", None)  # BaseInstrumentor's
+    return getattr(instrumentor, "is_instrumented_by_opentelemetry", False) is True
+
+
+def call_span_kind() -> SpanKind:
+    """Kind of a new call span: INTERNAL under another instrumentation's GenAI client span (openai-v2 wraps
+    ``create()`` one layer above our funnel, and that span already is the client call), CLIENT otherwise."""
+    parent = trace.get_current_span()
+    if not parent.is_recording() or getattr(parent, "kind", None) is not SpanKind.CLIENT:
+        return SpanKind.CLIENT
+    attributes = getattr(parent, "attributes", None)
+    scope = getattr(getattr(parent, "instrumentation_scope", None), "name", TRACER_NAME)
+    if isinstance(attributes, Mapping) and n.A_OPERATION in attributes and scope != TRACER_NAME:
+        return SpanKind.INTERNAL
+    return SpanKind.CLIENT
 
 
 def _guarded(default: Any = None) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -96,9 +126,12 @@ class Recorder:
         max_chunk_events: int | None = None,
     ) -> None:
         self.registry = registry if registry is not None else REGISTRY
-        self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("middleware", __version__)
-        meter = (meter_provider or otel_metrics.get_meter_provider()).get_meter("middleware", __version__)
+        self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(TRACER_NAME, __version__)
+        meter = (meter_provider or otel_metrics.get_meter_provider()).get_meter(TRACER_NAME, __version__)
         self.m = Instruments(self.registry, meter, explicit_provider=meter_provider is not None)
+        no_otel = otel_metrics.NoOpMeter(TRACER_NAME)
+        self._prometheus_only = {d.name: Instrument(d, self.registry, no_otel, self.m.gate)
+                                 for d in SHARED_WITH_OPENAI_V2}
         if capture_content is None:
             capture_content = os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() in ("1", "true", "yes")
         self.capture_content = capture_content
@@ -140,6 +173,10 @@ class Recorder:
             return max(0, max_events - RESERVED_SPAN_EVENTS)
         return 0
 
+    def _genai(self, definition: n.MetricDef) -> Instrument:
+        """A metric of SHARED_WITH_OPENAI_V2: on Prometheus only while openai-v2 is on, else on both sides."""
+        return self._prometheus_only[definition.name] if openai_v2_active() else self.m[definition]
+
     @staticmethod
     def _exemplar(ctx: CallContext) -> dict[str, str] | None:
         return {n.EXEMPLAR_TRACE_ID: ctx.trace_id} if ctx.trace_id else None
@@ -172,7 +209,7 @@ class Recorder:
             attributes[n.A_REQUEST_MAX_TOKENS] = max_tokens
         try:
             span = self.tracer.start_span(
-                n.SPAN_CALL.format(operation=operation, model=model), kind=SpanKind.CLIENT, attributes=attributes
+                n.SPAN_CALL.format(operation=operation, model=model), kind=call_span_kind(), attributes=attributes
             )
         except Exception as exc:  # a broken tracer provider must not break the call
             self.telemetry_error("tracer", exc)
@@ -314,7 +351,7 @@ class Recorder:
             attrs[n.A_FINISH_REASONS] = ctx.finish_reasons
         if ctx.history:
             attrs[n.A_ATTEMPTS] = len(ctx.history)
-        usage = self.m[n.TOKEN_USAGE]
+        usage = self._genai(n.TOKEN_USAGE)
         if ctx.input_tokens is not None:
             attrs[n.A_USAGE_INPUT] = ctx.input_tokens
             usage.observe((model, ctx.operation, n.TOKEN_INPUT), ctx.input_tokens, exemplar)
@@ -333,7 +370,7 @@ class Recorder:
         self._estimate_error(ctx)
         if self.capture_content and ctx.output_text is not None:
             attrs[n.A_OUTPUT_MESSAGES] = ctx.output_text[:65536]
-        self.m[n.OPERATION_DURATION].observe((model, ctx.operation, etype), duration, exemplar)
+        self._genai(n.OPERATION_DURATION).observe((model, ctx.operation, etype), duration, exemplar)
         self.m[n.REQUESTS].add((model, ctx.operation, n.OUTCOME_ERROR if etype else n.OUTCOME_SUCCESS, etype))
         if etype:
             attrs[n.A_ERROR_TYPE] = etype
