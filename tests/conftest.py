@@ -19,4 +19,5 @@ pytest_plugins = [
     "tests.fixtures.redis_server",
     "tests.fixtures.prom_stack",
     "tests.fixtures.telemetry",
+    "tests.fixtures.otlp",
 ]
