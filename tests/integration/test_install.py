@@ -1,7 +1,8 @@
 """``install()`` / ``uninstall()``: every openai client constructed while installed is protected, one pipeline.
 
 Real clients over real HTTP to the built-in simulator; the SDK classes are checked as they are (their
-``__dict__`` before install and after uninstall).
+``__dict__`` before install and after uninstall). The hook's tests are marked ``sdk``: scripts/matrix.sh runs
+them against every supported openai release.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def test_import_and_install_state() -> None:
     assert type(openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="k")) is openai.OpenAI
 
 
+@pytest.mark.sdk  # the hook must work on every supported SDK release
 def test_clients_constructed_while_installed_are_protected_and_share_one_pipeline(
         simulator: Any, pipeline: Pipeline, telemetry: TelemetryKit) -> None:
     before = openai.OpenAI(base_url=simulator.base_url, api_key="sk-1")
@@ -74,6 +76,7 @@ def test_clients_constructed_while_installed_are_protected_and_share_one_pipelin
     assert simulator.stats()["total"]["served"] == 3
 
 
+@pytest.mark.sdk  # the hook must work on every supported SDK release
 def test_uninstall_restores_the_classes_exactly_and_leaves_new_clients_untouched(
         simulator: Any, pipeline: Pipeline, telemetry: TelemetryKit) -> None:
     original = class_dicts()
@@ -112,6 +115,7 @@ def test_install_is_idempotent_and_an_explicit_config_wins(monkeypatch: pytest.M
     assert pipeline_of(client) is second
 
 
+@pytest.mark.sdk  # the hook must work on every supported SDK release
 def test_protect_still_works_on_an_installed_client(simulator: Any, pipeline: Pipeline,
                                                    telemetry: TelemetryKit) -> None:
     middleware.install(pipeline=pipeline)
@@ -125,6 +129,7 @@ def test_protect_still_works_on_an_installed_client(simulator: Any, pipeline: Pi
     assert pipeline_of(mine.with_options(timeout=3)) is own  # derived clients keep their pipeline
 
 
+@pytest.mark.sdk  # the hook must work on every supported SDK release
 def test_concurrent_install_and_construction_are_safe(simulator: Any, pipeline: Pipeline) -> None:
     """Threads installing (the same pipeline) and constructing clients at once: every client constructed
     after the first install completed is protected by that pipeline, and the classes are wrapped once."""
