@@ -1,5 +1,9 @@
 """Observability-first middleware for the OpenAI Python SDK.
 
+Three ways in: ``opentelemetry-instrument python app.py`` (no code: the ``llm_middleware`` instrumentor,
+:mod:`middleware.instrumentation`), ``install()`` (every client constructed afterwards, one pipeline) and
+``protect(client)`` (one client). ``import middleware`` patches nothing.
+
 ``protect(client)`` wraps an ``openai.OpenAI`` or ``openai.AsyncOpenAI`` client: every chat
 completion, response and embedding call is estimated, admitted against requests- and
 tokens-per-minute limits, retried with backoff, streamed with stall detection and resumption,
@@ -27,6 +31,7 @@ from .errors import (
     ThrottleTimeout,
     attempt_history,
 )
+from .install import install, installed, uninstall
 from .limits import LimitConfig
 from .retry import RetryConfig
 from .telemetry.setup import TelemetryHandle, setup_telemetry
@@ -53,10 +58,13 @@ __all__ = [
     "ThrottleTimeout",
     "__version__",
     "attempt_history",
+    "install",
+    "installed",
     "pipeline_of",
     "protect",
     "setup_telemetry",
     "tags",
+    "uninstall",
 ]
 
 # Library etiquette: records go to the "middleware" logger; where they end up is the application's choice.

@@ -706,7 +706,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("MIDDLEWARE_BUDGET_DEFAULT_MAX_OUTPUT", ("cost.default_max_output_tokens",), TOKENS_OR_OFF, 32768,
            "output ceiling of a call's worst-case cost when neither request nor price table sets one; off: none"),
     EnvVar("MIDDLEWARE_METRICS_ADDR", (), HostPort(), ("127.0.0.1", 9464),
-           "address of the demo's /metrics (middleware demo; not a Config field)"),
+           "address of /metrics: the demo's (default 127.0.0.1:9464); under opentelemetry-instrument served only "
+           "when set (not a Config field)"),
     EnvVar("MIDDLEWARE_TRACES_DIR", (), PathSpec(), None,
            "folder of the local trace store (setup_telemetry, middleware traces); unset: the user's state folder"),
     EnvVar("MIDDLEWARE_TRACES_LOCAL", (), Choice(("auto", "always", "never", "true", "false", "1", "0")), "auto",

@@ -43,8 +43,8 @@ stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "bootstrap: installing the package and its development dependencies into .venv"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-  .venv/bin/python -m pip install -q -e ".[dev,otel,cli]" 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -c 'import middleware, openai, tiktoken, prometheus_client, redis, grafana_foundation_sdk' 
+  .venv/bin/python -m pip install -q -e ".[dev,otel,cli,integrations]" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c 'import middleware, openai, tiktoken, prometheus_client, redis, grafana_foundation_sdk, langchain_openai' 
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.fixtures.simulator",
     "tests.fixtures.redis_server",
     "tests.fixtures.telemetry",
+    "tests.fixtures.otlp",
 ]
 # The dashboards generator needs grafana-foundation-sdk, which needs Python >= 3.11: where it cannot be
 # installed (the Python 3.10 cell of scripts/matrix.sh) its tests and the Prometheus fixtures built on it

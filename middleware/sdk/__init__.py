@@ -6,6 +6,8 @@ HTTP client class) the adapter hides the difference behind this small interface:
 
 - :func:`protected_copy`, :func:`protected_class`, :func:`unprotected_class`, :func:`pipeline_attached`,
   :func:`is_client`, :func:`is_async_client`, :func:`new_request` — protected clients and requests;
+- :func:`install_protection`, :func:`uninstall_protection`, :func:`installed_pipeline` — every client
+  constructed while installed is protected (``middleware.install``);
 - :class:`SdkRequest` and :class:`Sent` — one request at the funnel, sent attempt by attempt;
 - :func:`is_guarded`, :func:`observer_of` — guarded streams;
 - ``compat`` — version facts, exception classes, timeouts.
@@ -19,12 +21,15 @@ from .compat import SDK_MAJOR, SDK_VERSION
 from .funnel import (
     PIPELINE_ATTR,
     CallRunner,
+    install_protection,
+    installed_pipeline,
     is_async_client,
     is_client,
     new_request,
     pipeline_attached,
     protected_class,
     protected_copy,
+    uninstall_protection,
     unprotected_class,
 )
 from .requests import OPERATION_FOR_ROUTE, SdkRequest, Sent, read_json_body, route_of
@@ -40,6 +45,8 @@ __all__ = [
     "Sent",
     "StreamDriver",
     "compat",
+    "install_protection",
+    "installed_pipeline",
     "is_async_client",
     "is_client",
     "is_guarded",
@@ -50,5 +57,6 @@ __all__ = [
     "protected_copy",
     "read_json_body",
     "route_of",
+    "uninstall_protection",
     "unprotected_class",
 ]

@@ -11,7 +11,9 @@ the pipeline; everything else passes through untouched.
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from openai import AsyncOpenAI, OpenAI
@@ -142,6 +144,74 @@ def protected_copy(client: Any, pipeline: CallRunner) -> Any:
 def pipeline_attached(client: Any) -> Any:
     """The pipeline of a protected client, None for any other object."""
     return getattr(client, PIPELINE_ATTR, None) if is_client(client) else None
+
+
+# --- install(): every client constructed from then on is protected ------------------------------------------------
+#
+# ``OpenAI.__init__`` and ``AsyncOpenAI.__init__`` (both in their class dicts, so every subclass such as the Azure
+# clients reaches them through ``super().__init__``) are replaced by a wrapper that runs the original and then
+# switches the new instance to its protected class with the installed pipeline, exactly as ``protected_copy``
+# does. Not ``__new__``: CPython cannot take an assigned ``__new__`` back (after ``del OpenAI.__new__`` the
+# class keeps a slot that calls ``object.__new__`` with the constructor's arguments, and construction fails),
+# whereas ``__init__`` is restored by putting the original function object back: the class dicts are then
+# exactly what they were.
+
+_HOOKS: dict[type, tuple[Any, Any]] = {}  # hooked class -> (its original __init__, our wrapper)
+_installed: Any = None  # the pipeline given to clients constructed while installed; None: not installed
+
+
+def _hook(original: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        pipeline = _installed
+        if pipeline is not None and PIPELINE_ATTR not in vars(self):
+            self.__class__ = protected_class(type(self))
+            setattr(self, PIPELINE_ATTR, pipeline)
+
+    return __init__
+
+
+def install_protection(pipeline: CallRunner) -> None:
+    """From now on every ``OpenAI``/``AsyncOpenAI`` (subclasses included) constructed is protected by ``pipeline``.
+
+    Idempotent and thread-safe; a second call only changes the pipeline given to clients constructed later.
+    Clients that exist already are not touched (their ``copy()``/``with_options()`` build new, protected ones).
+    """
+    global _installed
+    with _LOCK:
+        for cls in (OpenAI, AsyncOpenAI):
+            if cls not in _HOOKS:
+                original = cls.__dict__["__init__"]
+                wrapper = _hook(original)
+                _HOOKS[cls] = (original, wrapper)
+                type.__setattr__(cls, "__init__", wrapper)
+        _installed = pipeline
+
+
+def uninstall_protection() -> bool:
+    """Undo :func:`install_protection`: the client classes get their own ``__init__`` back (idempotent).
+
+    Clients constructed while installed stay protected. Should another library have wrapped a client's
+    ``__init__`` on top of ours since, ours is left in its chain, inert, so that theirs keeps working; the
+    result is then False (and a later install reuses it).
+    """
+    global _installed
+    exact = True
+    with _LOCK:
+        _installed = None
+        for cls, (original, wrapper) in list(_HOOKS.items()):
+            if cls.__dict__.get("__init__") is wrapper:
+                type.__setattr__(cls, "__init__", original)
+                del _HOOKS[cls]
+            else:
+                exact = False
+    return exact
+
+
+def installed_pipeline() -> Any:
+    """The pipeline ``install_protection`` gives new clients, None when not installed."""
+    return _installed
 
 
 def new_request(

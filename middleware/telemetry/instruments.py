@@ -258,12 +258,14 @@ class _OtelSide:
 class Instrument:
     """One metric as the recorder sees it; callers pass the values of ``definition.attributes`` positionally."""
 
-    __slots__ = ("_family", "_otel", "definition")
+    __slots__ = ("_family", "_otel", "definition", "otel_muted")
 
     def __init__(self, family: Family, otel: _OtelSide) -> None:
         self.definition = family.definition
         self._family = family
         self._otel = otel
+        self.otel_muted = False
+        """True: histogram observations stay on the Prometheus side (another instrumentation owns the OTel name)."""
 
     def add(self, values: tuple[str, ...], amount: float = 1.0, exemplar: dict[str, str] | None = None) -> None:
         """Counter increment."""
@@ -283,7 +285,7 @@ class Instrument:
             if exemplar:
                 cell.exemplars[i] = Exemplar(exemplar, amount, time.time())
         otel = self._otel
-        if otel.gate.active:
+        if otel.gate.active and not self.otel_muted:
             otel.queue(family, values, amount)
 
     def observe_many(self, values: tuple[str, ...], amounts: list[float]) -> None:

@@ -21,6 +21,7 @@ import functools
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -50,6 +51,35 @@ RESERVED_SPAN_EVENTS = 16
 # (within the span's event limit), then one summary event with the count of chunks without an event.
 CHUNK_EVENTS_FIRST = 10
 CHUNK_EVENTS_EVERY = 50
+TRACER_NAME = "middleware"  # the instrumentation scope of our spans and metrics
+
+# OpenTelemetry's own openai instrumentation ("openai-v2") records these two GenAI metrics for the calls it wraps.
+# While it is on, their OTel instruments are its alone: ours record them on the Prometheus side only (/metrics),
+# so that no OTel metric name carries two meanings. See docs/architecture.md ("Next to openai-v2").
+OPENAI_V2_MODULE = "opentelemetry.instrumentation.openai_v2"
+SHARED_WITH_OPENAI_V2 = (n.OPERATION_DURATION, n.TOKEN_USAGE)
+
+
+def openai_v2_active() -> bool:
+    """True while OpenTelemetry's openai-v2 instrumentation is instrumenting this process (never imports it)."""
+    module = sys.modules.get(OPENAI_V2_MODULE)
+    if module is None:
+        return False
+    instrumentor = getattr(getattr(module, "OpenAIInstrumentor", None), "_instance", None)  # BaseInstrumentor's
+    return getattr(instrumentor, "is_instrumented_by_opentelemetry", False) is True
+
+
+def call_span_kind() -> SpanKind:
+    """Kind of a new call span: INTERNAL under another instrumentation's GenAI client span (openai-v2 wraps
+    ``create()`` one layer above our funnel, and that span already is the client call), CLIENT otherwise."""
+    parent = trace.get_current_span()
+    if not parent.is_recording() or getattr(parent, "kind", None) is not SpanKind.CLIENT:
+        return SpanKind.CLIENT
+    attributes = getattr(parent, "attributes", None)
+    scope = getattr(getattr(parent, "instrumentation_scope", None), "name", TRACER_NAME)
+    if isinstance(attributes, Mapping) and n.A_OPERATION in attributes and scope != TRACER_NAME:
+        return SpanKind.INTERNAL
+    return SpanKind.CLIENT
 
 
 def _guarded(default: Any = None) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -141,9 +171,9 @@ class Recorder:
         slow_throttle_seconds: float = 1.0,
     ) -> None:
         self.registry = registry if registry is not None else REGISTRY
-        self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("middleware", __version__)
+        self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(TRACER_NAME, __version__)
         provider = meter_provider or otel_metrics.get_meter_provider()
-        meter = provider.get_meter("middleware", __version__)
+        meter = provider.get_meter(TRACER_NAME, __version__)
         self.m = m = Instruments(self.registry, provider, meter, explicit_provider=meter_provider is not None)
         if capture_content is None:
             capture_content = os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() in ("1", "true", "yes")
@@ -248,7 +278,7 @@ class Recorder:
             if isinstance(max_tokens, int):
                 attributes[n.A_REQUEST_MAX_TOKENS] = max_tokens
             span = self.tracer.start_span(
-                n.SPAN_CALL.format(operation=operation, model=model), kind=SpanKind.CLIENT, attributes=attributes)
+                n.SPAN_CALL.format(operation=operation, model=model), kind=call_span_kind(), attributes=attributes)
         except Exception as exc:  # a broken tracer provider must not break the call
             self.telemetry_error("tracer", exc)
             span = trace.INVALID_SPAN
@@ -403,6 +433,8 @@ class Recorder:
         if error is not None or error_type is not None:
             etype = error_type or type(error).__name__
         usage = self._usage
+        # Next to openai-v2 the two GenAI metrics it records are ours on /metrics only (see SHARED_WITH_OPENAI_V2).
+        usage.otel_muted = self._duration.otel_muted = openai_v2_active()
         if ctx.input_tokens is not None:
             usage.observe((model, operation, n.TOKEN_INPUT), ctx.input_tokens, exemplar)
         if ctx.output_tokens is not None:
