@@ -142,12 +142,24 @@ class SdkRequest:
 
     @property
     def server(self) -> tuple[str | None, int | None]:
-        """Host and port of the client's base URL."""
+        """Host and port of the client's base URL (parsed once per URL object of the client)."""
+        client = self.client
         try:
-            url = self.client.base_url
-            return url.host, url.port
+            url = client.base_url
         except Exception:
             return None, None
+        cached = getattr(client, "_middleware_server", None)
+        if cached is not None and cached[0] is url:
+            return cached[1]  # type: ignore[no-any-return]
+        try:
+            server: tuple[str | None, int | None] = (url.host, url.port)
+        except Exception:
+            server = (None, None)
+        try:
+            client._middleware_server = (url, server)
+        except Exception:
+            pass
+        return server
 
     @property
     def headers(self) -> dict[str, str]:

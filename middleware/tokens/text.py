@@ -22,6 +22,8 @@ import tiktoken
 __all__ = ["LONG_TEXT_CHARS", "CacheStats", "TextCounter", "TokenCache", "fallback_count"]
 
 LONG_TEXT_CHARS = 256
+SHORT_CACHE_ENTRIES = 4096
+"""Texts shorter than ``LONG_TEXT_CHARS`` are memoised per counter, this many at most (then the map empties)."""
 
 
 def fallback_count(text: str) -> int:
@@ -79,7 +81,7 @@ class TokenCache:
 class TextCounter:
     """Counts tokens of strings with one encoding (or the fallback formula when ``encoding`` is None)."""
 
-    __slots__ = ("_cache", "_encode", "_small", "encoding_name", "exact")
+    __slots__ = ("_cache", "_encode", "_short", "_small", "encoding_name", "exact")
 
     def __init__(self, encoding_name: str, encoding: tiktoken.Encoding | None, cache: TokenCache) -> None:
         self.encoding_name = encoding_name
@@ -87,11 +89,23 @@ class TextCounter:
         self._encode = encoding.encode_ordinary if encoding is not None else None
         self._cache = cache
         self._small: dict[str, int] = {}
+        self._short: dict[str, int] = {}
 
     def count(self, text: str) -> int:
-        """Tokens of ``text`` as ordinary text (special-token markers are not special in API input)."""
+        """Tokens of ``text`` as ordinary text (special-token markers are not special in API input).
+
+        Short texts (system prompts, templates: the same strings call after call) are memoised in a bounded
+        map (emptied when full); long ones in the shared LRU by content hash.
+        """
         if len(text) < LONG_TEXT_CHARS:
-            return len(self._encode(text)) if self._encode is not None else fallback_count(text)
+            short = self._short
+            value = short.get(text)
+            if value is None:
+                value = len(self._encode(text)) if self._encode is not None else fallback_count(text)
+                if len(short) >= SHORT_CACHE_ENTRIES:
+                    short.clear()
+                short[text] = value
+            return value
         key = self.cache_key(text.encode("utf-8", "surrogatepass"))
         cached = self._cache.get(key)
         if cached is not None:
