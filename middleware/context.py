@@ -11,7 +11,7 @@ from opentelemetry.trace import Span
 from .errors import AttemptRecord
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class CallContext:
     """State of one protected call: model, endpoint, params, its span, its request and its reservation.
 

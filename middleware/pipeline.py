@@ -121,6 +121,7 @@ class Pipeline:
         self.limiter = limiter or Limiter(config.limits, events=recorder)
         self.retry = retry or RetryController.from_config(config.retry, events=recorder)
         self._key_prefix_cache: dict[str, str] = {}
+        self._limiter_keys: dict[tuple[str, str], LimiterKey] = {}
         self.streaming = StreamingServices(config.streaming, recorder)
         self.cost = CostServices(config.cost, events=recorder)
 
@@ -226,8 +227,15 @@ class Pipeline:
 
     def limiter_key(self, api_key: str, model: str) -> LimiterKey:
         """A hash of the API key plus the model (or '*' when one budget is shared across models)."""
-        scope = "*" if self.config.limiter_scope == "shared" else model
-        return LimiterKey(id=f"{self.key_hash(api_key)}:{scope}", model=model)
+        keys = self._limiter_keys
+        key = keys.get((api_key, model))
+        if key is None:
+            scope = "*" if self.config.limiter_scope == "shared" else model
+            key = LimiterKey(id=f"{self.key_hash(api_key)}:{scope}", model=model)
+            if len(keys) >= 1024:  # models come from callers: the map stays bounded
+                keys.clear()
+            keys[(api_key, model)] = key
+        return key
 
     def estimate(self, ctx: CallContext, *, record: bool = True) -> int:
         """Estimate the call's tokens; return what to reserve (:meth:`reserve_for`)."""

@@ -32,6 +32,7 @@ OPERATION_FOR_ROUTE: dict[str, str] = {
     "/embeddings": "embeddings",
 }
 _EXCERPT_CHARS = 200
+_RAW_HEADER = compat.RAW_RESPONSE_HEADER.lower()
 
 
 def route_of(options: Any) -> str | None:
@@ -165,7 +166,7 @@ class SdkRequest:
     def headers(self) -> dict[str, str]:
         """Extra request headers given for this request (never the client's default headers)."""
         headers = getattr(self.options, "headers", None)
-        if not isinstance(headers, Mapping):
+        if not isinstance(headers, Mapping) or not headers:
             return {}
         return {k: v for k, v in headers.items() if isinstance(k, str) and isinstance(v, str)}
 
@@ -182,7 +183,11 @@ class SdkRequest:
     @property
     def wants_raw_response(self) -> bool:
         """True on ``with_raw_response`` / ``with_streaming_response`` paths."""
-        return any(k.lower() == compat.RAW_RESPONSE_HEADER.lower() for k in self.headers)
+        headers = getattr(self.options, "headers", None)
+        if not isinstance(headers, Mapping) or not headers:
+            return False
+        raw = _RAW_HEADER
+        return any(isinstance(k, str) and k.lower() == raw for k in headers)
 
     def can_force_stream(self) -> bool:
         """Only the plain ``create`` path of chat is sent as a stream (not raw-response paths, not ``parse()``)."""
