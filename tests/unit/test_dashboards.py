@@ -15,6 +15,8 @@ from dashboards.registry import DASHBOARDS
 from dashboards.rules import all_alerts, all_recordings
 from dashboards.spec import Dashboard
 from middleware.telemetry.names import (
+    BUDGET_LIMIT_USD,
+    BUDGET_SPEND_USD,
     COST_USD,
     FILES_READ,
     L_FEATURE,
@@ -185,6 +187,17 @@ def test_metrics_doc_lists_every_metric() -> None:
     text = metricsdoc.render()
     for m in all_metrics():
         assert f"`{m.prom_name}`" in text and f"`{m.instrument_name}`" in text
+
+
+def test_metrics_doc_says_where_each_cost_metric_is_used() -> None:
+    usage = metricsdoc.usage()
+    cost = [m for m in all_metrics() if m.area == "cost"]
+    assert cost and all("llm-cost" in usage[m.prom_name][0] for m in cost)
+    assert "LlmSpendAnomalous" in usage[COST_USD.prom_name][1]  # through its recording rule
+    burns = {"LlmCostBudgetBurnFast", "LlmCostBudgetBurnSlow"}
+    assert all(burns <= set(usage[m.prom_name][1]) for m in (BUDGET_SPEND_USD, BUDGET_LIMIT_USD))
+    assert usage[FILES_READ.prom_name] == (["llm-operations"], [])
+    assert "## Where each metric is used" in metricsdoc.render()
 
 
 def test_dashboard_panels_helper() -> None:
