@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from grafana_foundation_sdk.builders import bargauge, gauge, heatmap, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import dashboard as db
-from grafana_foundation_sdk.builders import gauge, heatmap, prometheus, stat, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
@@ -16,26 +16,29 @@ from grafana_foundation_sdk.models import prometheus as pm
 from dashboards import spec
 from dashboards.mixin import DEFAULT, MixinConfig
 from dashboards.promql import INSTANCE, JOB, MODEL_VAR
-from middleware.telemetry.names import L_MODEL, REQUESTS
+from middleware.telemetry.names import L_MODEL, REQUESTS, MetricDef
 
 DATASOURCE = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
 REF_IDS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
-def _variables(cfg: MixinConfig) -> list[db.DatasourceVariable | db.QueryVariable]:
-    """datasource, job, instance, model: each multi-select with an `All` of `.*`, within the config's selector."""
+def _variables(cfg: MixinConfig, extra: tuple[spec.Variable, ...] = ()
+               ) -> list[db.DatasourceVariable | db.QueryVariable]:
+    """datasource, job, instance, model, then the dashboard's own (`extra`): each multi-select with an `All`
+    of `.*`, within the config's selector."""
     ds = db.DatasourceVariable("datasource").label("Data source").type("prometheus")
     scope = [str(m) for m in cfg.matchers]
 
-    def series(*matchers: str) -> str:
+    def series(*matchers: str, metric: MetricDef = REQUESTS) -> str:
         parts = [*scope, *matchers]
-        return REQUESTS.prom_name + (f"{{{', '.join(parts)}}}" if parts else "")
+        return metric.prom_name + (f"{{{', '.join(parts)}}}" if parts else "")
 
     job, instance = f'{JOB}=~"$job"', f'{INSTANCE}=~"$instance"'
     chain = [
         (JOB, f"label_values({series()}, {JOB})"),
         (INSTANCE, f"label_values({series(job)}, {INSTANCE})"),
         (MODEL_VAR, f"label_values({series(job, instance)}, {L_MODEL})"),
+        *((v.name, f"label_values({series(job, instance, metric=v.metric)}, {v.label})") for v in extra),
     ]
     out: list[db.DatasourceVariable | db.QueryVariable] = [ds]
     for name, query in chain:
@@ -54,18 +57,20 @@ def _variables(cfg: MixinConfig) -> list[db.DatasourceVariable | db.QueryVariabl
     return out
 
 
-def _target(q: spec.Query, ref: str, exemplars: bool) -> prometheus.Dataquery:
+def _target(q: spec.Query, ref: str, exemplars: bool, table_format: bool = False) -> prometheus.Dataquery:
     target = (
         prometheus.Dataquery()
         .expr(q.expr)
         .legend_format(q.legend)
         .ref_id(ref)
         .datasource(DATASOURCE)
-        .range()
         .exemplar(exemplars)
     )
+    target = target.instant() if q.instant else target.range()
     if q.heatmap:
         target = target.format(pm.PromQueryFormat.HEATMAP)
+    elif table_format:
+        target = target.format(pm.PromQueryFormat.TABLE)
     return target
 
 
@@ -87,7 +92,7 @@ def _thresholds(steps: tuple[tuple[float, str], ...], base: str) -> db.Threshold
     )
 
 
-Builder = timeseries.Panel | stat.Panel | gauge.Panel | heatmap.Panel
+Builder = timeseries.Panel | stat.Panel | gauge.Panel | heatmap.Panel | bargauge.Panel | table.Panel
 
 
 def panel(p: spec.Panel, panel_id: int) -> Builder:
@@ -99,6 +104,12 @@ def panel(p: spec.Panel, panel_id: int) -> Builder:
         b = stat.Panel().graph_mode(cm.BigValueGraphMode.AREA)
     elif p.kind == "gauge":
         b = gauge.Panel().show_threshold_markers(True)
+    elif p.kind == "bargauge":
+        b = (bargauge.Panel().display_mode(cm.BarGaugeDisplayMode.GRADIENT)
+             .orientation(cm.VizOrientation.HORIZONTAL)
+             .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False)))
+    elif p.kind == "table":
+        b = table.Panel().sort_by([cb.TableSortByFieldState().display_name("Value").desc(True)])
     else:
         b = heatmap.Panel().calculate(False).show_legend().y_axis(heatmap.YAxisConfig().unit(p.unit))
     b = b.id(panel_id).title(p.title).description(p.description).unit(p.unit).datasource(DATASOURCE)
@@ -112,7 +123,7 @@ def panel(p: spec.Panel, panel_id: int) -> Builder:
         if isinstance(b, timeseries.Panel):
             b = b.thresholds_style(cb.GraphThresholdsStyleConfig().mode(cm.GraphThresholdsStyleMode.DASHED))
     for i, q in enumerate(p.queries):
-        b = b.with_target(_target(q, REF_IDS[i], p.exemplars))
+        b = b.with_target(_target(q, REF_IDS[i], p.exemplars, table_format=p.kind == "table"))
     return b
 
 
@@ -129,7 +140,7 @@ def dashboard(d: spec.Dashboard, cfg: MixinConfig = DEFAULT) -> dict[str, Any]:
         .timezone("browser")
         .tooltip(dm.DashboardCursorSync.CROSSHAIR)
     )
-    for v in _variables(cfg):
+    for v in _variables(cfg, d.variables):
         b = b.with_variable(v)
     next_id = 1
     for row in d.rows:

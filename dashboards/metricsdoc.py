@@ -1,6 +1,9 @@
-"""Generate ``docs/metrics.md`` from :mod:`middleware.telemetry.names`."""
+"""Generate ``docs/metrics.md`` from :mod:`middleware.telemetry.names` (and, for where each metric is used,
+the dashboards and rules of the default mixin config)."""
 
 from __future__ import annotations
+
+import re
 
 from middleware.telemetry.names import (
     EXEMPLAR_TRACE_ID,
@@ -25,6 +28,45 @@ def _row(m: MetricDef) -> str:
     otel = f"`{m.instrument}` {m.kind}, unit `{m.unit}`" if m.unit else f"`{m.instrument}` {m.kind}"
     return (f"| `{m.prom_name}` | {m.type} | {_code(m.labels)} | {m.prom_unit or '–'} | {otel} | "
             f"{m.help}{fixed}{buckets} |")
+
+
+def _families(m: MetricDef) -> tuple[str, ...]:
+    """The series names of a metric as queries read them."""
+    if m.type == "histogram":
+        return tuple(m.name + suffix for suffix in ("_bucket", "_count", "_sum"))
+    return (m.prom_name,)
+
+
+def _reads(expr: str, m: MetricDef) -> bool:
+    return any(re.search(rf"(?<![\w:]){re.escape(f)}(?![\w:])", expr) for f in _families(m))
+
+
+def usage() -> dict[str, tuple[list[str], list[str]]]:
+    """Per metric (Prometheus name): the dashboards (uids) and the alerts that read it, directly or through
+    recording rules."""
+    from dashboards.registry import all_panel_queries
+    from dashboards.rules import all_alerts, all_recordings
+
+    records: dict[str, str] = {}
+    for r in all_recordings():
+        records[r.record] = records.get(r.record, "") + "\n" + r.expr
+
+    def expand(expr: str, depth: int = 3) -> str:
+        """The expression with the expressions of the records it reads appended (records of records too)."""
+        seen = expr
+        for _ in range(depth):
+            seen += "".join(body for name, body in records.items()
+                            if re.search(rf"(?<![\w:]){re.escape(name)}(?![\w:])", seen) and body not in seen)
+        return seen
+
+    queries = all_panel_queries()
+    alerts = [(a.name, expand(a.expr)) for a in all_alerts()]
+    out: dict[str, tuple[list[str], list[str]]] = {}
+    for m in all_metrics():
+        boards = sorted({uid for uid, _, expr in queries if _reads(expr, m)})
+        rules = sorted({name for name, expr in alerts if _reads(expr, m)})
+        out[m.prom_name] = (boards, rules)
+    return out
 
 
 def render() -> str:
@@ -61,6 +103,12 @@ def render() -> str:
     for key in sorted(METRIC_ATTRIBUTES, key=label):
         users = [m.prom_name for m in all_metrics() if key in m.attributes or key in dict(m.fixed)]
         lines.append(f"| `{label(key)}` | `{key}` | {len(users)} metrics |")
+    lines += ["", "## Where each metric is used", "",
+              "The dashboards (Grafana uid) whose panels query each metric and the alerts that read it, directly "
+              "or through recording rules, as the default mixin config renders them (`python -m dashboards`).", "",
+              "| Metric | Dashboards | Alerts |", "|---|---|---|"]
+    for name, (boards, rules) in usage().items():
+        lines.append(f"| `{name}` | {_code(boards)} | {', '.join(rules) or '–'} |")
     lines += ["", "## Renamed", "",
               "Names of releases before the OTel-aligned names, for migrating saved queries.", "",
               "| Before | Now |", "|---|---|"]

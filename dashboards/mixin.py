@@ -111,6 +111,10 @@ class MixinConfig:
     throughput_collapse_factor: float = 0.5
     file_refusals_min_per_s: float = 0.1
     file_refusals_spike_factor: float = 3.0
+    # --- cost (issue 16)
+    budget_projected_share_max: float = 1.0  # budget burn alerts: projected spend at the period's end / limit
+    unpriced_share_max: float = 0.05  # share of calls that could not be priced
+    anomaly_min_spend_rate: float = 0.0001  # USD/s below which spend anomalies are ignored ($0.36 an hour)
     # --- links and Kubernetes forms
     runbook_url: str = "docs/runbooks/{alert}.md"  # {alert} is replaced by the alert name
     namespace: str = "monitoring"  # of the PrometheusRule and the dashboard ConfigMaps
@@ -124,6 +128,10 @@ class MixinConfig:
         parse_selector(self.selector)
         if not self.group_by or not all(_LABEL.fullmatch(g) for g in self.group_by):
             raise ValueError(f"group_by must be label names, got {self.group_by!r}")
+        if not self.budget_projected_share_max > 0:
+            raise ValueError("budget_projected_share_max must be > 0")
+        if not 0 < self.unpriced_share_max < 1:
+            raise ValueError("unpriced_share_max must be in (0, 1)")
         if "{alert}" not in self.runbook_url:
             raise ValueError("runbook_url must contain {alert}")
         object.__setattr__(self, "group_by", tuple(self.group_by))

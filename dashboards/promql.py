@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from dashboards.mixin import JOB as JOB
 from dashboards.mixin import Matcher, MixinConfig
-from middleware.telemetry.names import L_MODEL, MetricDef
+from middleware.telemetry.names import L_MODEL, TAG_LABELS, MetricDef
 
 INSTANCE = "instance"
 # The dashboards' model template variable (a Grafana variable name, filtering the model label).
@@ -29,15 +29,18 @@ TEMPLATE_DEFAULTS: dict[str, str] = {
     "$job": ".*",
     "$instance": ".*",
     "$model": ".*",
+    # The cost dashboard's tag variables are named after the tag keys that are metric labels.
+    **{f"${tag}": ".*" for tag in TAG_LABELS},
 }
 
 Matchers = Mapping[str, str]
 
 
-def _matchers(m: MetricDef, eq: Matchers, regex: Matchers, neq: Matchers, family: str) -> list[str]:
+def _matchers(m: MetricDef, eq: Matchers, regex: Matchers, neq: Matchers, family: str,
+              nregex: Matchers | None = None) -> list[str]:
     allowed = set(m.labels) | ({LE} if family.endswith("_bucket") else set())
     out: list[str] = []
-    for op, group in (("=", eq), ("=~", regex), ("!=", neq)):
+    for op, group in (("=", eq), ("=~", regex), ("!=", neq), ("!~", nregex or {})):
         for label, value in group.items():
             if label not in allowed:
                 raise ValueError(f"{m.name} has no label {label!r}")
@@ -54,6 +57,7 @@ def selector(
     *,
     templated: bool = True,
     scope: Sequence[Matcher] = (),
+    nregex: Matchers | None = None,
 ) -> str:
     """`family{...}`: the mixin's `scope` matchers, the dashboard template filters (job, instance, model if
     the metric has it) when `templated`, then the given matchers (checked against the metric's labels)."""
@@ -63,7 +67,7 @@ def selector(
         parts += [f'{JOB}=~"$job"', f'{INSTANCE}=~"$instance"']
         if L_MODEL in m.labels:
             parts.append(f'{L_MODEL}=~"${MODEL_VAR}"')
-    parts += _matchers(m, eq or {}, regex or {}, neq or {}, name)
+    parts += _matchers(m, eq or {}, regex or {}, neq or {}, name, nregex)
     return f"{name}{{{', '.join(parts)}}}" if parts else name
 
 
@@ -75,8 +79,8 @@ class Selectors:
     templated: bool = True
 
     def __call__(self, m: MetricDef, family: str | None = None, eq: Matchers | None = None,
-                 regex: Matchers | None = None, neq: Matchers | None = None) -> str:
-        return selector(m, family, eq, regex, neq, templated=self.templated, scope=self.scope)
+                 regex: Matchers | None = None, neq: Matchers | None = None, nregex: Matchers | None = None) -> str:
+        return selector(m, family, eq, regex, neq, templated=self.templated, scope=self.scope, nregex=nregex)
 
 
 def panel_selectors(cfg: MixinConfig) -> Selectors:

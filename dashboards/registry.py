@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dashboards.boards import operations, overview, ratelimits, reliability, streaming, tokens
+from dashboards.boards import cost, operations, overview, ratelimits, reliability, streaming, tokens
 from dashboards.mixin import DEFAULT, MixinConfig
 from dashboards.spec import Dashboard
 
-_BUILDERS = (overview, ratelimits, reliability, streaming, tokens, operations)
+_BUILDERS = (overview, ratelimits, reliability, streaming, tokens, operations, cost)
 
 
 def dashboards(cfg: MixinConfig = DEFAULT) -> tuple[Dashboard, ...]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-PanelKind = Literal["timeseries", "stat", "gauge", "heatmap"]
+from middleware.telemetry.names import MetricDef
+
+PanelKind = Literal["timeseries", "stat", "gauge", "heatmap", "bargauge", "table"]
 
 
 @dataclass(frozen=True)
@@ -15,6 +17,7 @@ class Query:
     expr: str
     legend: str = "__auto"
     heatmap: bool = False  # format=heatmap, for bucket queries
+    instant: bool = False  # one value per series at the end of the range (bar gauges, tables)
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,16 @@ class Row:
 
 
 @dataclass(frozen=True)
+class Variable:
+    """A dashboard template variable beyond datasource, job, instance and model: the values of `label` on
+    `metric` (within the job and instance chosen). Queries filter with `label=~"$<name>"`."""
+
+    name: str
+    metric: MetricDef
+    label: str
+
+
+@dataclass(frozen=True)
 class Dashboard:
     """One dashboard: uid is also its file name."""
 
@@ -53,6 +66,7 @@ class Dashboard:
     description: str
     rows: tuple[Row, ...]
     tags: tuple[str, ...] = field(default=("llm-middleware",))
+    variables: tuple[Variable, ...] = ()
 
     def panels(self) -> list[Panel]:
         """Every panel, in order."""

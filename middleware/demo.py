@@ -1,11 +1,14 @@
 """``middleware demo``: a realistic mixed workload through a protected client, observed live.
 
 Without ``--live`` it starts the built-in simulator (in its own process) with limits that bind and a
-few injected faults, then runs short and long calls, streams, embeddings, Responses calls and a
-burst that hits the limits, for about a minute. It serves ``/metrics`` on 127.0.0.1, exports traces
-(a console summary, or OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set), shows live progress and
-ends with a summary table. With ``--live`` and ``OPENAI_API_KEY`` the same workload, scaled down,
-runs against the real API.
+few injected faults, then runs short and long calls, streams, embeddings, Responses calls, calls that
+repeat a long prompt prefix (cached input tokens), calls to a reasoning model (reasoning tokens) and a
+burst that hits the limits, for about a minute. Every call is tagged with a team and a feature, and
+budgets that do not bind (``MIDDLEWARE_BUDGETS`` when set) are checked and reported. It serves
+``/metrics`` on 127.0.0.1, exports traces (a console summary, or OTLP when
+``OTEL_EXPORTER_OTLP_ENDPOINT`` is set), shows live progress and ends with a summary table, with the
+spend per team and feature and the state of each budget. With ``--live`` and ``OPENAI_API_KEY`` the same
+workload, scaled down, runs against the real API.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from prometheus_client import REGISTRY
 from . import Config, protect
 from .cli import ArgumentParser
 from .config import MAX_SECONDS, Number, read_env
+from .cost import parse_rules, tags
+from .cost.budgets import ANY_VALUE, API_KEY_SCOPE
 from .errors import ConfigError, MiddlewareError
 from .telemetry import names as n
 from .telemetry.setup import setup_telemetry
@@ -37,9 +42,36 @@ if TYPE_CHECKING:  # rich is the ``cli`` extra: imported when the demo runs, not
 
 SIM_MODEL = "gpt-4o-mini"
 LIVE_MODEL = "gpt-4o-mini"
+REASONING_MODEL = "o4-mini"  # bills reasoning tokens (as output): the cost panels' reasoning share
+EMBEDDING_MODEL = "text-embedding-3-small"
 
 TOPICS = ("rate limits", "token buckets", "exponential backoff", "stream resumption", "exemplars",
           "burn-rate alerts", "tiktoken", "circuit breakers", "atomic writes", "OpenTelemetry")
+
+# Attribution: each worker works for a team; each kind of call is a feature of it.
+TEAMS = ("search", "support", "growth")
+FEATURES = {"chat": "assistant", "chat-long": "research", "stream": "assistant", "responses": "summaries",
+            "embeddings": "indexing", "cached": "handbook-qa", "reasoning": "planning"}
+BURST_TAGS = {"team": "growth", "feature": "bulk-import"}
+CHECK_TAGS = {"team": "platform", "feature": "resumption-check"}
+# Budgets that do not bind (MIDDLEWARE_BUDGETS replaces them): the API key's daily budget and a monthly budget
+# per team. Against the simulator the demo spends about $0.002 a second ($180 a day, $80 a day for its
+# biggest team) when it runs until stopped (the compose stack): these stay above what the budget burn
+# alerts project. Against the real API (a minute, scaled down: cents) they cap what a mistake could cost.
+SIM_BUDGETS = "api_key/day=1000, team=*/month=10000"
+LIVE_BUDGETS = "api_key/day=5, team=*/day=2"
+
+
+def _handbook() -> str:
+    """A fixed system prompt of more than 1024 tokens: calls that start with it are served from the prompt
+    cache (cached input tokens, at the cached-input price) once it has been seen."""
+    sections = [f"Section {i + 1}, {topic}: how our platform handles {topic}, what to monitor, which alert "
+                f"fires first, and the runbook step that fixes it without paging anyone at night."
+                for i, topic in enumerate(TOPICS * 6)]
+    return "You answer questions from the platform handbook below.\n" + "\n".join(sections)
+
+
+HANDBOOK = _handbook()
 
 
 @dataclass
@@ -70,20 +102,68 @@ class Tally:
             self.error_kinds[name] = self.error_kinds.get(name, 0) + 1
 
 
-def _metric_sum(metric: n.MetricDef, match: dict[str, str] | None = None) -> float:
-    """Sum of a metric's samples in the default registry whose labels (names from ``names``) match."""
-    match = match or {}
-    total = 0.0
+def _samples(metric: n.MetricDef) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of a metric's samples in the default registry (a histogram's ``_sum``)."""
+    out: list[tuple[dict[str, str], float]] = []
     for family in REGISTRY.collect():
         if family.name not in (metric.name, metric.name.removesuffix("_total")):
             continue
-        for sample in family.samples:
-            wanted = metric.prom_name if metric.type != "histogram" else metric.name + "_sum"
-            if sample.name != wanted:
-                continue
-            if all(sample.labels.get(k) == v for k, v in match.items()):
-                total += sample.value
-    return total
+        wanted = metric.prom_name if metric.type != "histogram" else metric.name + "_sum"
+        out += [(dict(s.labels), s.value) for s in family.samples if s.name == wanted]
+    return out
+
+
+def _metric_sum(metric: n.MetricDef, match: dict[str, str] | None = None) -> float:
+    """Sum of a metric's samples in the default registry whose labels (names from ``names``) match."""
+    match = match or {}
+    return sum(v for labels, v in _samples(metric) if all(labels.get(k) == val for k, val in match.items()))
+
+
+def _metric_by(metric: n.MetricDef, *keys: str) -> dict[tuple[str, ...], float]:
+    """A metric's samples summed by the values of some labels (an empty value: the label is absent)."""
+    out: dict[tuple[str, ...], float] = {}
+    for labels, value in _samples(metric):
+        key = tuple(labels.get(k, "") for k in keys)
+        out[key] = out.get(key, 0.0) + value
+    return out
+
+
+def _usd(value: float) -> str:
+    return f"${value:.6f}" if value < 0.01 else f"${value:.4f}" if value < 10 else f"${value:,.2f}"
+
+
+def _spend_by(label: str) -> str:
+    """``search $0.0123, support $0.0045`` from the cost counter, highest first ("untagged" for none)."""
+    by = _metric_by(n.COST_USD, label)
+    ranked = sorted(by.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{k[0] or 'untagged'} {_usd(v)}" for k, v in ranked if v > 0) or "none"
+
+
+def cost_rows() -> list[tuple[str, str]]:
+    """Summary rows about money: spend (total, by team, feature, model and token type), cached savings,
+    unpriced calls, each budget's spend against its limit and the budget decisions."""
+    by_type = _metric_by(n.COST_USD, n.L_TOKEN_TYPE)
+    rows = [
+        ("spend (USD, from reported usage)", _usd(_metric_sum(n.COST_USD))),
+        ("spend by team", _spend_by(n.L_TEAM)),
+        ("spend by feature", _spend_by(n.L_FEATURE)),
+        ("spend by model", _spend_by(n.L_MODEL)),
+        ("spend by token type", ", ".join(f"{k[0]} {_usd(v)}" for k, v in sorted(by_type.items())) or "none"),
+        ("cached input / reasoning tokens (reported)",
+         f"{_metric_sum(n.TOKEN_USAGE, {n.L_TOKEN_TYPE: n.TOKEN_CACHED_INPUT}):.0f} / "
+         f"{_metric_sum(n.TOKEN_USAGE, {n.L_TOKEN_TYPE: n.TOKEN_REASONING}):.0f}"),
+        ("saved by cached input tokens", _usd(_metric_sum(n.COST_SAVINGS_USD))),
+        ("unpriced calls", f"{_metric_sum(n.UNPRICED_CALLS):.0f}"),
+    ]
+    limits = _metric_by(n.BUDGET_LIMIT_USD, n.L_BUDGET, n.L_PERIOD)
+    for (name, period), spent in sorted(_metric_by(n.BUDGET_SPEND_USD, n.L_BUDGET, n.L_PERIOD).items()):
+        limit = limits.get((name, period), 0.0)
+        used = f" ({spent / limit:.2%} used)" if limit else ""
+        rows.append((f"budget {name} per {period}", f"{_usd(spent)} of {_usd(limit)}{used}"))
+    decisions = _metric_by(n.BUDGET_DECISIONS, n.L_BUDGET_DECISION)
+    if decisions:
+        rows.append(("budget decisions", ", ".join(f"{k[0]} {v:.0f}" for k, v in sorted(decisions.items()))))
+    return rows
 
 
 def _messages(rng: random.Random, long: bool) -> Any:
@@ -99,6 +179,7 @@ def _workload(client: openai.OpenAI, model: str, tally: Tally, stop: threading.E
               scale: float) -> None:
     rng = random.Random(worker)
     kinds: list[tuple[str, Callable[[], int]]] = []
+    team = TEAMS[worker % len(TEAMS)]
 
     def chat_short() -> int:
         client.chat.completions.create(model=model, messages=_messages(rng, False), max_tokens=int(120 * scale))
@@ -122,15 +203,31 @@ def _workload(client: openai.OpenAI, model: str, tally: Tally, stop: threading.E
         return 0
 
     def embeddings() -> int:
-        client.embeddings.create(model="text-embedding-3-small", input=[rng.choice(TOPICS) for _ in range(4)])
+        client.embeddings.create(model=EMBEDDING_MODEL, input=[rng.choice(TOPICS) for _ in range(4)])
+        return 0
+
+    def cached() -> int:
+        # The same long system prompt every time: from the second call on it is read from the prompt cache.
+        client.chat.completions.create(model=model, max_tokens=int(120 * scale), messages=[
+            {"role": "system", "content": HANDBOOK},
+            {"role": "user", "content": f"What does the handbook say about {rng.choice(TOPICS)}?"}])
+        return 0
+
+    def reasoning() -> int:
+        client.chat.completions.create(model=REASONING_MODEL, reasoning_effort="low",
+                                       max_completion_tokens=int(600 * scale),
+                                       messages=[{"role": "user", "content": f"Plan a rollout of "
+                                                  f"{rng.choice(TOPICS)} in three steps."}])
         return 0
 
     kinds = [("chat", chat_short), ("chat", chat_short), ("chat-long", chat_long), ("stream", chat_stream),
-             ("stream", chat_stream), ("responses", responses_call), ("embeddings", embeddings)]
+             ("stream", chat_stream), ("responses", responses_call), ("embeddings", embeddings),
+             ("cached", cached), ("reasoning", reasoning)]
     while not stop.is_set():
         kind, fn = rng.choice(kinds)
         try:
-            chunks = fn()
+            with tags(team=team, feature=FEATURES[kind]):
+                chunks = fn()
             tally.ok(kind, chunks)
         except (openai.OpenAIError, MiddlewareError) as exc:
             tally.failed(kind, exc)
@@ -143,7 +240,8 @@ def _burst(client: openai.OpenAI, model: str, tally: Tally, size: int) -> None:
 
     def one() -> None:
         try:
-            client.chat.completions.create(model=model, messages=_messages(rng, True), max_tokens=300)
+            with tags(**BURST_TAGS):
+                client.chat.completions.create(model=model, messages=_messages(rng, True), max_tokens=300)
             tally.ok("burst")
         except (openai.OpenAIError, MiddlewareError) as exc:
             tally.failed("burst", exc)
@@ -183,12 +281,14 @@ def _status_table(tally: Tally, started: float, metrics_url: str) -> Table:
     retries = _metric_sum(n.ATTEMPTS) - _metric_sum(n.ATTEMPTS, {n.L_OUTCOME: n.ATTEMPT_SUCCESS})
     table.add_row("retries", f"{retries:.0f}")
     table.add_row("429s received", f"{_metric_sum(n.RATE_LIMITED_RESPONSES):.0f}")
+    table.add_row("spend so far (USD)", _usd(_metric_sum(n.COST_USD)))
     return table
 
 
 def summary_table(tally: Tally, elapsed: float, sim_stats: dict[str, Any] | None, span_stats: Any,
                   traces_stored: bool = False) -> Table:
-    """The final summary: calls, tokens, throttled waits, retries, streams, errors.
+    """The final summary: calls, tokens, throttled waits, retries, streams, errors, then spend (by team,
+    feature, model and token type), cached savings, unpriced calls and each budget's state.
 
     With the local trace store on, each slow trace names the command that draws it.
     """
@@ -214,6 +314,7 @@ def summary_table(tally: Tally, elapsed: float, sim_stats: dict[str, Any] | None
         ("streams / chunks", f"{tally.streams} / {tally.chunks}"),
         ("stream interruptions / resumptions",
          f"{_metric_sum(n.STREAM_INTERRUPTIONS):.0f} / {_metric_sum(n.STREAM_RESUMPTIONS):.0f}"),
+        *cost_rows(),
     ]
     if span_stats is not None:
         rows.append(("spans finished", f"{span_stats.finished}"))
@@ -321,10 +422,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics_url = f"http://{args.metrics_host}:{telemetry.metrics_port}/metrics"
     sim = None
     try:
+        # Budgets that do not bind unless MIDDLEWARE_BUDGETS sets others.
+        demo_budgets = parse_rules(LIVE_BUDGETS if live else SIM_BUDGETS)
+        cost = replace(env_config.cost, budgets=env_config.cost.budgets or demo_budgets)
         if live:
             raw = openai.OpenAI()
             model, scale, workers = LIVE_MODEL, 0.25, max(1, args.workers // 3)
-            config = Config()
+            config = Config(cost=cost)
         else:
             sim = _start_simulator(args)
             raw = openai.OpenAI(api_key="sk-demo-not-a-real-key", base_url=sim.base_url)
@@ -333,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # shortened window, from the x-ratelimit-* headers within a few calls.
             env = env_config  # MIDDLEWARE_REDIS_URL etc. still apply
             config = env.with_(limits=replace(env.limits, max_wait_seconds=120.0),
-                               retry=replace(env.retry, max_attempts=6))
+                               retry=replace(env.retry, max_attempts=6), cost=cost)
         client = protect(raw, config)
         target = "real API" if sim is None else f"simulator at {sim.base_url}"
         console.print(f"[bold]middleware demo[/bold]: {target}, "
@@ -341,8 +445,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"Prometheus metrics at {metrics_url}")
         if telemetry.otlp_endpoint:
             console.print(f"traces exported over OTLP to {telemetry.otlp_endpoint}")
+        budgets = ", ".join(f"{r.scope}{'' if r.scope == API_KEY_SCOPE and r.value == ANY_VALUE else '=' + r.value}"
+                            f"/{r.period}=${r.limit_usd:g}" for r in cost.budgets)
+        console.print(f"calls tagged by team and feature; budgets: {budgets} ({cost.budget_mode} mode)")
         if sim is not None:
-            show_resumption(client, model, console)
+            with tags(**CHECK_TAGS):
+                show_resumption(client, model, console)
         tally = Tally()
         stop = threading.Event()
         started = time.monotonic()

@@ -1,12 +1,13 @@
-"""Overview: traffic, errors, tokens, estimated cost, latency and 429s."""
+"""Overview: traffic, errors, tokens, cost, latency and 429s."""
 
 from __future__ import annotations
 
+from dashboards.boards.cost import UID as COST_UID
 from dashboards.mixin import MixinConfig
-from dashboards.prices import PRICE_RECORD
-from dashboards.promql import Selectors, legend, panel_selectors, quantile, sum_rate
+from dashboards.promql import legend, panel_selectors, quantile, sum_rate
 from dashboards.spec import Dashboard, Panel, Query, Row
 from middleware.telemetry.names import (
+    COST_USD,
     INFLIGHT,
     L_ERROR_TYPE,
     L_MODEL,
@@ -24,18 +25,12 @@ from middleware.telemetry.names import (
 )
 
 
-def cost_per_second(sel: Selectors, labels: tuple[str, ...] = (L_MODEL,), fn: str = "rate",
-                    window: str = "$__rate_interval") -> str:
-    """USD per second (or per `window` with fn=increase) from reported tokens joined with the price table."""
-    tokens = sum_rate(sel(TOKEN_USAGE, total(TOKEN_USAGE)), (L_MODEL, L_TOKEN_TYPE), window, fn)
-    return f"sum by ({', '.join(labels)}) ({tokens} * on ({L_MODEL}, {L_TOKEN_TYPE}) group_left () {PRICE_RECORD})"
-
-
 def build(cfg: MixinConfig) -> Dashboard:
     """The Overview dashboard for `cfg`."""
     sel = panel_selectors(cfg)
     err, all_ = sel(REQUESTS, eq={L_OUTCOME: OUTCOME_ERROR}), sel(REQUESTS)
     tokens = sel(TOKEN_USAGE, total(TOKEN_USAGE))
+    cost = sel(COST_USD)
 
     def latency(q: float) -> Query:
         return Query(quantile(q, sel(OPERATION_DURATION, bucket(OPERATION_DURATION)), (L_MODEL,)),
@@ -45,7 +40,7 @@ def build(cfg: MixinConfig) -> Dashboard:
     return Dashboard(
         uid="llm-overview",
         title="LLM middleware / Overview",
-        description="Requests, errors, tokens, estimated cost and latency of calls through the OpenAI middleware.",
+        description="Requests, errors, tokens, cost and latency of calls through the OpenAI middleware.",
         rows=(
             Row("Traffic and errors", (
                 Panel("Requests per second", "Protected calls by model and outcome. A sudden drop to zero with no "
@@ -61,16 +56,18 @@ def build(cfg: MixinConfig) -> Dashboard:
                       (Query(sum_rate(err, (L_MODEL, L_ERROR_TYPE)), legend(L_MODEL, L_ERROR_TYPE)),)),
             )),
             Row("Tokens and cost", (
-                Panel("Tokens per second", "Input and output tokens per second as reported by the API. A jump "
-                      "without a matching request jump means larger prompts or outputs: check the Token estimation "
-                      "dashboard.", "short",
+                Panel("Tokens per second", "Tokens per second by type as reported by the API: input and output, "
+                      "and the parts of them that were cached_input and reasoning (do not add those to input and "
+                      "output). A jump without a matching request jump means larger prompts or outputs: check the "
+                      "Token estimation dashboard.", "short",
                       (Query(sum_rate(tokens, (L_MODEL, L_TOKEN_TYPE)), legend(L_MODEL, L_TOKEN_TYPE)),)),
-                Panel("Estimated cost (USD per hour)", "Reported tokens times the documented price table "
-                      "(dashboards/prices.py). A model missing here is not in the table: add its price and re-render.",
-                      "currencyUSD", (Query(f"{cost_per_second(sel)} * 3600", legend(L_MODEL)),), min=0),
-                Panel("Estimated cost over the range", "Total estimated spend over the dashboard time range. Higher "
-                      "than budgeted: find the model and the caller with the Tokens panel and the traces.",
-                      "currencyUSD", (Query(cost_per_second(sel, fn="increase", window="$__range"), legend(L_MODEL)),),
+                Panel("Cost (USD per hour)", "Cost of settled calls per hour by model, computed by the middleware "
+                      "from the reported usage and its price table. A model missing here may be unpriced: see the "
+                      f"Cost dashboard (/d/{COST_UID}) for unpriced traffic, tags and budgets.",
+                      "currencyUSD", (Query(f"{sum_rate(cost, (L_MODEL,))} * 3600", legend(L_MODEL)),), min=0),
+                Panel("Cost over the range", "Total spend over the dashboard time range by model. Higher than "
+                      f"budgeted: find the team and feature in the Cost dashboard's Top spenders (/d/{COST_UID}).",
+                      "currencyUSD", (Query(sum_rate(cost, (L_MODEL,), "$__range", "increase"), legend(L_MODEL)),),
                       kind="stat"),
             )),
             Row("Latency and rate limits", (

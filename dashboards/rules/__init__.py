@@ -10,6 +10,7 @@ from __future__ import annotations
 from dashboards.mixin import DEFAULT, MixinConfig
 from dashboards.rules.components import component_groups
 from dashboards.rules.config import RulesConfig
+from dashboards.rules.cost import cost_alerts_group, cost_group
 from dashboards.rules.model import Alert, Group, Recording, Windows
 from dashboards.rules.recording import rates_group, slo_group
 from dashboards.rules.slo import slo_alerts_group
@@ -21,7 +22,8 @@ def groups(cfg: MixinConfig | None = None, scale: float = 1.0) -> list[Group]:
     """Every rule group, recording groups first."""
     cfg = cfg or DEFAULT
     w = Windows(scale)
-    return [slo_group(cfg, w), rates_group(cfg, w), slo_alerts_group(cfg, w), *component_groups(cfg, w)]
+    return [slo_group(cfg, w), rates_group(cfg, w), cost_group(cfg, w), slo_alerts_group(cfg, w),
+            *component_groups(cfg, w), cost_alerts_group(cfg, w)]
 
 
 def all_alerts(cfg: MixinConfig | None = None, scale: float = 1.0) -> list[Alert]:

@@ -1,9 +1,8 @@
-"""Recording rules: the rates, ratios, quantiles and costs that alerts and heavy panels reuse."""
+"""Recording rules: the rates, ratios and quantiles that alerts and heavy panels reuse (cost: rules/cost.py)."""
 
 from __future__ import annotations
 
 from dashboards.mixin import MixinConfig
-from dashboards.prices import PRICE_RECORD, price_per_token
 from dashboards.promql import JOB, LE, quantile, rule_selectors, sum_rate
 from dashboards.rules.model import Group, Recording, Windows
 from dashboards.values import ATTEMPT_TERMINAL, REASON_INSUFFICIENT_QUOTA, REASON_SERVER_ERROR, RESUME_FAILURE
@@ -49,7 +48,6 @@ ERROR_RATIO = {w: name((JOB,), REQUESTS, f"error_ratio_rate{w}") for w in SLO_WI
 SLOW_RATIO = {w: name((JOB,), OPERATION_DURATION, f"slow_ratio_rate{w}") for w in SLO_WINDOWS}
 REQUEST_RATE = name((JOB,), REQUESTS, "rate5m")
 TOKEN_RATE = name((JOB, L_TOKEN_TYPE), TOKEN_USAGE.name, "rate5m")
-COST_RATE = name(JM, f"{PREFIX}_cost_usd", "rate5m")
 RETRY_RATIO = name(JM, ATTEMPTS, "retry_ratio_rate5m")
 TERMINAL_RATIO = name(JM, ATTEMPTS, "terminal_ratio_rate5m")
 SERVER_ERROR_RATIO = name(JM, ATTEMPTS, "server_error_ratio_rate5m")
@@ -91,7 +89,7 @@ def slo_group(cfg: MixinConfig, w: Windows) -> Group:
 
 
 def rates_group(cfg: MixinConfig, w: Windows) -> Group:
-    """5m rates, ratios and quantiles per group (job) and model, the cost and the price table."""
+    """5m rates, ratios and quantiles per group (job) and model."""
     _s, g = rule_selectors(cfg), cfg.group_by
     gm = (*g, L_MODEL)
     win = w("5m")
@@ -103,9 +101,6 @@ def rates_group(cfg: MixinConfig, w: Windows) -> Group:
         Recording(TOKEN_RATE, sum_rate(_s(TOKEN_USAGE, total(TOKEN_USAGE)), (*g, L_TOKEN_TYPE), win)),
         Recording(avg_name(TOKEN_RATE), f"avg_over_time({TOKEN_RATE}[{w('1h')}])"),
         Recording(stddev_name(TOKEN_RATE), f"stddev_over_time({TOKEN_RATE}[{w('1h')}])"),
-        Recording(COST_RATE, f"sum by ({', '.join(gm)}) ("
-                  f"{sum_rate(_s(TOKEN_USAGE, total(TOKEN_USAGE)), (*gm, L_TOKEN_TYPE), win)}"
-                  f" * on ({L_MODEL}, {L_TOKEN_TYPE}) group_left () {PRICE_RECORD})"),
         Recording(RETRY_RATIO, f"clamp_min({sum_rate(attempts, gm, win)} - {sum_rate(_s(REQUESTS), gm, win)}, 0)"
                   f" / {sum_rate(_s(REQUESTS), gm, win)}"),
         Recording(TERMINAL_RATIO, _ratio(
@@ -124,6 +119,4 @@ def rates_group(cfg: MixinConfig, w: Windows) -> Group:
         Recording(RESUME_FAILURE_RATIO, _ratio(_s(STREAM_RESUMPTIONS, eq={L_OUTCOME: RESUME_FAILURE}),
                                                _s(STREAM_RESUMPTIONS), gm, win)),
     ]
-    prices = [Recording(PRICE_RECORD, f"vector({p!r})", {L_MODEL: model, L_TOKEN_TYPE: tt})
-              for model, tt, p in price_per_token()]
-    return Group(f"{PREFIX}.recording", "recording.yml", recordings=(*prices, *rules))
+    return Group(f"{PREFIX}.recording", "recording.yml", recordings=tuple(rules))

@@ -91,7 +91,7 @@ def _budget_alerts(cfg: MixinConfig, w: Windows, kind: str) -> list[Alert]:
     return out
 
 
-def _anomaly(cfg: MixinConfig, w: Windows, record: str, on: tuple[str, ...], min_rate: float) -> str:
+def anomaly(cfg: MixinConfig, w: Windows, record: str, on: tuple[str, ...], min_rate: float) -> str:
     """z-score band (vs 1h ago), seasonal guard (vs last week when it exists) and a drop-to-zero guard.
 
     The band needs a baseline: the record must have existed an hour ago, so the 1h window (taken 30m
@@ -129,7 +129,7 @@ def anomaly_alerts(cfg: MixinConfig, w: Windows) -> list[Alert]:
     return [
         Alert(
             name="LlmRequestRateAnomalous",
-            expr=_anomaly(cfg, w, rec.REQUEST_RATE, cfg.group_by, cfg.anomaly_min_request_rate),
+            expr=anomaly(cfg, w, rec.REQUEST_RATE, cfg.group_by, cfg.anomaly_min_request_rate),
             for_=w("10m"), severity="warning",
             summary="Request rate far outside its usual band",
             description=(f"Job {label_ref(JOB)}: the 5m request rate left its 1h band (more than "
@@ -145,7 +145,7 @@ def anomaly_alerts(cfg: MixinConfig, w: Windows) -> list[Alert]:
         ),
         Alert(
             name="LlmTokenUsageAnomalous",
-            expr=_anomaly(cfg, w, rec.TOKEN_RATE, (*cfg.group_by, L_TOKEN_TYPE), cfg.anomaly_min_token_rate),
+            expr=anomaly(cfg, w, rec.TOKEN_RATE, (*cfg.group_by, L_TOKEN_TYPE), cfg.anomaly_min_token_rate),
             for_=w("10m"), severity="warning",
             summary="Token usage far outside its usual band",
             description=(f"Job {label_ref(JOB)}: {label_ref(L_TOKEN_TYPE)} tokens per second left the 1h band, "

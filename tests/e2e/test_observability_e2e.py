@@ -5,6 +5,17 @@ Phases: a normal phase (no alert may fire), then one phase per injected anomaly.
 lasts until its expected alerts reached the webhook (or a deadline). At the end every dashboard panel
 query must return data and the exemplars stored by Prometheus must carry trace ids of finished spans.
 
+Cost: every call is tagged (team by worker thread, feature by kind of call; four teams under a label
+cap of three, so one folds into ``other``); the workload's key has a daily budget that does not bind.
+Its non-streaming chat calls cycle through a long repeated prefix (cached input tokens), a reasoning
+model (reasoning tokens) and, for about 2% of all calls, a model missing from the price table (unpriced,
+under the alert's share). The spend_spike phase moves the chat and Responses calls to a model about 16
+times pricier (same tokens, same latency: a steady spend spike). The budget_burn phase sends the same
+workload with another key whose small monthly budget the pace projects to run out long before the month
+ends (not within the phase), while two small side budgets refuse (enforce) and warn (warn mode); the
+operations phase's Redis-down client has a budget too (its ledger falls back). The unpriced phase sends
+every non-streaming chat call to the unpriced model.
+
 Run: ``pytest -m slow -s tests/e2e/test_observability_e2e.py`` (``E2E_WRITE_REPORT=1`` writes
 ``docs/e2e-alerts.md``).
 """
@@ -31,6 +42,7 @@ import dashboards
 from dashboards.stack import free_port
 from middleware import Config, protect
 from middleware.config import StreamConfig
+from middleware.cost import CostConfig, TagConfig, parse_rules, tags
 from middleware.files import SafeReader, process_files
 from middleware.limits import LimitConfig
 from middleware.pipeline import Pipeline
@@ -44,12 +56,32 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 CHAT_MODEL = "gpt-4o-mini"
 EMBED_MODEL = "text-embedding-3-small"
+REASONING_MODEL = "o4-mini"
+PRICIER_MODEL = "gpt-4o"  # the spend_spike phase: the same calls at about 16x the price
+UNPRICED_MODEL = "ft:gpt-4o-mini-2024-07-18:acme:e2e:1"  # fine-tunes are not in the price table: unpriced
+# A system prompt of more than 1024 tokens repeated by every cached call: the simulator serves it from its
+# prompt cache (cached input tokens) as OpenAI does.
+CACHED_PREFIX = "You are the platform handbook assistant.\n" + "\n".join(
+    f"Rule {k}: keep the observability pipeline healthy, the alerts actionable and the runbooks current."
+    for k in range(80))
+TEAMS = ("search", "support", "ads", "research")  # four teams, a label cap of three: one folds into "other"
+TAG_VALUE_CAP = 3
+OP_FEATURES = ("chat", "chat-stream", "responses", "responses-stream", "embeddings", "chat-stream")
+# The workload's key: a daily budget that does not bind (even the token spike's pace, about $0.02/s,
+# projects less than $2000 a day).
+WORKLOAD_BUDGETS = "api_key/day=10000"
+# The budget_burn phase's key: at the workload's pace (about $0.001/s) $0.10 a month runs out within
+# minutes, long before the month ends; the phase itself spends a few cents, so nothing is refused.
+BURN_BUDGETS = "api_key/month=0.1"
+# Side clients of the budget_burn phase: a budget too small for more than a few calls, refusing (enforce)
+# or warning (warn mode).
+TINY_BUDGETS = "api_key/day=0.0002"
 THREADS = 4
 CALLS_PER_S_PER_THREAD = 4.0
 NORMAL_S = 75.0  # the x60 anomaly rules need 60s of their 5s-rate record (a 1m baseline taken 30s ago) to fire
 WARMUP_S = 3.0  # the workload runs before Prometheus starts: its first scrape already sees every series
 PHASE_MIN_S = 6.0
-PHASE_MAX_S = 45.0
+PHASE_MAX_S = 60.0  # the slowest, LlmStreamResumptionFailures, took 24-40s (once over 45s) on a loaded 2-core host
 
 # Alerts this workload cannot exercise within a few minutes, with the reason (reported, never silent).
 EXCLUDED: dict[str, str] = {
@@ -95,6 +127,9 @@ class Phase:
     setup: Callable[[], None] = lambda: None
     teardown: Callable[[], None] = lambda: None
     side: Callable[[], None] | None = None  # extra work run in its own thread during the phase
+    client: Any = None  # the protected client the workers use in this phase (None: the workload's own)
+    model: str = CHAT_MODEL  # of the chat and Responses calls (not the cached-prefix and reasoning variants)
+    unpriced_every: int = 8  # one non-streaming chat call in this many goes to the unpriced model
 
 
 @dataclass
@@ -129,10 +164,29 @@ class Monitor:
             self.stop.wait(0.5)
 
 
+def _chat_variant(i: int, ph: Phase) -> str:
+    """What a non-streaming chat call (index i, a multiple of len(OPS)) is: unpriced, cached, reasoning or plain."""
+    j = i // len(OPS)
+    if j % ph.unpriced_every == 3 % ph.unpriced_every:
+        return "unpriced"
+    # reasoning every 24th call (~0.7/s): enough that a 5s (scaled) window never lacks reasoning tokens
+    return "cached" if j % 2 == 0 else "reasoning" if j % 4 == 1 else "plain"
+
+
 def _chat(client: Any, i: int, ph: Phase, stream: bool) -> None:
     headers = {"x-sim-output-tokens": str(ph.output_tokens), **ph.headers("chat", i)}
-    kwargs: dict[str, Any] = dict(model=CHAT_MODEL, max_tokens=ph.max_tokens, extra_headers=headers,
-                                  messages=[{"role": "user", "content": f"Say something about item {i % 7}."}])
+    messages = [{"role": "user", "content": f"Say something about item {i % 7}."}]
+    kwargs: dict[str, Any] = dict(model=ph.model, max_tokens=ph.max_tokens, extra_headers=headers,
+                                  messages=messages)
+    variant = "plain" if stream else _chat_variant(i, ph)
+    if variant == "cached":
+        kwargs.update(model=CHAT_MODEL, messages=[{"role": "system", "content": CACHED_PREFIX}, *messages])
+    elif variant == "reasoning":  # a fixed count of reasoning tokens: the output predictor learns it at once
+        del kwargs["max_tokens"]
+        kwargs.update(model=REASONING_MODEL, max_completion_tokens=ph.max_tokens + 64, reasoning_effort="low")
+        headers["x-sim-reasoning-tokens"] = "64"
+    elif variant == "unpriced":
+        kwargs["model"] = UNPRICED_MODEL
     if "delay=" in headers.get("x-sim-fault", ""):
         kwargs["timeout"] = 30.0  # a slow first chunk, not a stall: the caller's timeout replaces the idle one
     if stream:
@@ -145,7 +199,7 @@ def _chat(client: Any, i: int, ph: Phase, stream: bool) -> None:
 
 def _responses(client: Any, i: int, ph: Phase, stream: bool) -> None:
     headers = {"x-sim-output-tokens": str(ph.output_tokens), **ph.headers("responses", i)}
-    kwargs: dict[str, Any] = dict(model=CHAT_MODEL, input=f"Describe item {i % 5}.", max_output_tokens=ph.max_tokens,
+    kwargs: dict[str, Any] = dict(model=ph.model, input=f"Describe item {i % 5}.", max_output_tokens=ph.max_tokens,
                                   extra_headers=headers)
     if "delay=" in headers.get("x-sim-fault", ""):
         kwargs["timeout"] = 30.0
@@ -180,7 +234,8 @@ def _worker(client: Any, tid: int, current: list[Phase], stop: threading.Event, 
         i = next(counter)
         ph = current[0]
         try:
-            OPS[i % len(OPS)](client, i, ph)
+            with tags(team=TEAMS[tid % len(TEAMS)], feature=OP_FEATURES[i % len(OPS)]):
+                OPS[i % len(OPS)](ph.client or client, i, ph)
         except Exception as exc:
             with lock:
                 errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
@@ -239,10 +294,39 @@ def test_observability_e2e(make_simulator: Callable[..., Any], prometheus_factor
                              # learned threshold (3s - ttfc) x ~800 tokens/s: above the normal phase's
                              # max_tokens 200, below the token spike's 5000 (forced, reason "adaptive")
                              adaptive_target_seconds=3.0)
-    config = Config(limits=LimitConfig(max_wait_seconds=5.0), retry=retry, streaming=streaming)
+    tag_config = TagConfig(value_cap=TAG_VALUE_CAP)
+    config = Config(limits=LimitConfig(max_wait_seconds=5.0), retry=retry, streaming=streaming,
+                    cost=CostConfig(budgets=parse_rules(WORKLOAD_BUDGETS), tags=tag_config))
     # No client timeout: a caller-set timeout disables the stream idle timeout (stall detection).
     sdk = openai.OpenAI(base_url=sim.base_url, api_key="sk-e2e")
     client = protect(sdk, pipeline=Pipeline(config, recorder))
+
+    def budgeted(key: str, rules: str, mode: str = "enforce", tag_cfg: TagConfig | None = None) -> Any:
+        """The workload's client configuration under another API key with its own budgets. Budget names are
+        folded like tag values (per scope, here api_key): the side clients keep the default cap so that the
+        workload's cap of three never folds a budget into api_key=other."""
+        cost = CostConfig(budgets=parse_rules(rules), budget_mode=mode,  # type: ignore[arg-type]
+                          tags=tag_cfg or TagConfig())
+        return protect(openai.OpenAI(base_url=sim.base_url, api_key=key),
+                       pipeline=Pipeline(config.with_(cost=cost), recorder))
+
+    burn_client = budgeted("sk-e2e-burn", BURN_BUDGETS, tag_cfg=tag_config)  # the workers' tags, folded alike
+    capped_client = budgeted("sk-e2e-capped", TINY_BUDGETS)
+    warn_client = budgeted("sk-e2e-warn", TINY_BUDGETS, "warn")
+
+    def budget_side(stop: threading.Event) -> None:
+        """Calls against budgets too small for them: refused (enforce) and admitted over budget (warn). One a
+        second each, shaped like the workload's, so that request and token rates stay in their bands."""
+        while not stop.is_set():
+            for c in (capped_client, warn_client):
+                try:
+                    with tags(team=TEAMS[0], feature="budget-check"):
+                        c.chat.completions.create(model=CHAT_MODEL, max_tokens=50,
+                                                  extra_headers={"x-sim-output-tokens": "40"},
+                                                  messages=[{"role": "user", "content": "hi"}])
+                except Exception:
+                    pass
+            stop.wait(1.0)
 
     # --- side workloads of the operations phase (real code paths, same recorder) -------------------
     files_root = tmp_path / "files"
@@ -251,10 +335,11 @@ def test_observability_e2e(make_simulator: Callable[..., Any], prometheus_factor
         (files_root / "docs" / f"doc{k}.txt").write_text(("A sentence about observability. " * 60 + "\n") * 5)
     (files_root / "docs" / "blob.bin").write_bytes(bytes(range(256)) * 8)
     redis_down = f"redis://127.0.0.1:{free_port()}/0"
-    redis_client = protect(openai.OpenAI(base_url=sim.base_url, api_key="sk-e2e"), pipeline=Pipeline(
+    redis_client = protect(openai.OpenAI(base_url=sim.base_url, api_key="sk-e2e-ops"), pipeline=Pipeline(
         Config(limits=LimitConfig(requests_per_window=100_000, tokens_per_window=10_000_000, window_seconds=60.0,
                                   redis_url=redis_down),
-               retry=retry, streaming=streaming), recorder))
+               retry=retry, streaming=streaming,
+               cost=CostConfig(budgets=parse_rules(WORKLOAD_BUDGETS), redis_url=redis_down)), recorder))
 
     def bad_progress(_: Any) -> None:
         raise RuntimeError("progress callback broken (injected)")
@@ -291,7 +376,15 @@ def test_observability_e2e(make_simulator: Callable[..., Any], prometheus_factor
 
     # --- phases ----------------------------------------------------------------------------------
     phases = [
-        Phase("normal", "none (mixed chat, streams, responses, embeddings at a steady rate)"),
+        Phase("normal", "none (mixed chat, streams, responses, embeddings at a steady rate; cached, reasoning "
+                        "and ~2% unpriced calls; tagged; a budget that does not bind)"),
+        Phase("spend_spike", f"chat and Responses calls switched from {CHAT_MODEL} to {PRICIER_MODEL} (about 16x "
+                             "the price per token; same tokens, same latency)",
+              ("LlmSpendAnomalous",), model=PRICIER_MODEL),
+        Phase("budget_burn", f"the same workload under another key with a budget of {BURN_BUDGETS} (its pace "
+                             f"projects it spent within minutes); side calls against {TINY_BUDGETS} budgets, "
+                             "enforce and warn",
+              ("LlmCostBudgetBurnFast", "LlmCostBudgetBurnSlow"), client=burn_client),
         Phase("token_spike", "x-sim-output-tokens 2000 (max_tokens 5000: non-stream calls are forced to stream) "
                              "on every generation call",
               ("LlmTokenUsageAnomalous",), output_tokens=2000, max_tokens=5000),
@@ -315,8 +408,12 @@ def test_observability_e2e(make_simulator: Callable[..., Any], prometheus_factor
                             "1/4 of the calls",
               ("LlmLimiterRedisFallback", "LlmFileRefusalsSpike", "LlmTelemetryErrors"),
               headers=_pct(1 / 4, "bad_ratelimit_headers")),
+        Phase("unpriced", f"every non-streaming chat call to {UNPRICED_MODEL} (not in the price table): about "
+                          "1/6 of the calls", ("LlmUnpricedTrafficHigh",), unpriced_every=1),
     ]
-    phases[-1].side = ops_side  # type: ignore[assignment]
+    by_name = {p.name: p for p in phases}
+    by_name["operations"].side = ops_side  # type: ignore[assignment]
+    by_name["budget_burn"].side = budget_side  # type: ignore[assignment]
 
     current = [phases[0]]
     stop = threading.Event()

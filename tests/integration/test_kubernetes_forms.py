@@ -61,7 +61,7 @@ def test_objects_match_their_schemas(rendered: tuple[MixinConfig, Path, Path]) -
     for cm in maps:
         errors += [f"{cm['metadata']['name']}: {e.message}" for e in validator("ConfigMap").iter_errors(cm)]
     assert not errors, errors
-    assert rule["metadata"]["namespace"] == cfg.namespace and len(maps) == 6
+    assert rule["metadata"]["namespace"] == cfg.namespace and len(maps) == 7
     assert all(rule["metadata"]["labels"][k] == v for k, v in cfg.rule_labels.items())
     names = [r["name"] for r in rule["spec"]["groups"]]
     assert len(names) == len(set(names))  # the CRD's list-map key: group names are unique

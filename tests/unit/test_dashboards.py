@@ -10,18 +10,24 @@ import pytest
 
 import dashboards
 from dashboards import build, metricsdoc
-from dashboards.prices import PRICES_PER_MILLION, price_per_token
 from dashboards.promql import format_duration, parse_duration, scale_duration, selector, substitute
 from dashboards.registry import DASHBOARDS
-from dashboards.rules import all_alerts
+from dashboards.rules import all_alerts, all_recordings
 from dashboards.spec import Dashboard
 from middleware.telemetry.names import (
+    BUDGET_LIMIT_USD,
+    BUDGET_SPEND_USD,
+    COST_USD,
     FILES_READ,
+    L_FEATURE,
     L_MODEL,
+    L_TEAM,
     OPERATION_DURATION,
     REQUESTS,
     STREAM_DURATION,
+    TAG_LABELS,
     TIME_TO_FIRST_CHUNK,
+    TOKEN_USAGE,
     all_metrics,
     bucket,
     count,
@@ -30,14 +36,14 @@ from middleware.telemetry.names import (
 
 RENDERED = {d.uid: build.dashboard(d) for d in DASHBOARDS}
 EXPECTED = {"llm-overview", "llm-rate-limits", "llm-reliability", "llm-streaming", "llm-token-estimation",
-            "llm-operations"}
+            "llm-operations", "llm-cost"}
 
 
 def _panels(data: dict[str, Any]) -> list[dict[str, Any]]:
     return [p for p in data["panels"] if p["type"] != "row"]
 
 
-def test_the_six_dashboards_exist() -> None:
+def test_the_seven_dashboards_exist() -> None:
     assert set(RENDERED) == EXPECTED
 
 
@@ -63,7 +69,40 @@ def test_panel_conventions(uid: str) -> None:
 @pytest.mark.parametrize("uid", sorted(EXPECTED))
 def test_template_variables(uid: str) -> None:
     names = [v["name"] for v in RENDERED[uid]["templating"]["list"]]
-    assert names == ["datasource", "job", "instance", "model"]
+    own = list(TAG_LABELS) if uid == "llm-cost" else []  # the cost dashboard filters by its tag labels too
+    assert names == ["datasource", "job", "instance", "model", *own]
+
+
+def test_cost_queries_filter_by_the_tag_variables() -> None:
+    cost = [expr for uid, _, expr in dashboards.all_panel_queries()
+            if uid == "llm-cost" and COST_USD.prom_name in expr]
+    assert len(cost) == 7
+    for expr in cost:
+        for tag, lbl in zip(TAG_LABELS, (L_TEAM, L_FEATURE), strict=True):
+            assert f'{lbl}=~"${tag}"' in expr, expr
+    variables = {v["name"]: v for v in RENDERED["llm-cost"]["templating"]["list"]}
+    assert f"{COST_USD.prom_name}{{" in str(variables["team"]["query"]) and L_TEAM in str(variables["team"]["query"])
+
+
+def test_no_price_table_in_the_dashboards_or_rules() -> None:
+    """Cost comes from the middleware's cost counter, never from token counts times a table of our own."""
+    exprs = [e for _, _, e in dashboards.all_panel_queries()]
+    exprs += [r.expr for r in all_recordings()] + [a.expr for a in all_alerts()]
+    assert not [e for e in exprs if re.search(r"(?<![a-z])price", e)]  # "unpriced" calls are fine
+    assert not [e for e in exprs if TOKEN_USAGE.name in e and "group_left" in e]
+    assert sum(COST_USD.prom_name in e for e in exprs) >= 10
+
+
+def test_bar_gauges_and_tables_use_instant_queries() -> None:
+    kinds = set()
+    for data in RENDERED.values():
+        for p in _panels(data):
+            if p["type"] in ("bargauge", "table"):
+                kinds.add(p["type"])
+                assert all(t.get("instant") is True and not t.get("range") for t in p["targets"]), p["title"]
+            else:
+                assert all(t.get("range") is True for t in p["targets"]), p["title"]
+    assert kinds == {"bargauge", "table"}
 
 
 def test_every_query_is_filtered_by_the_template_variables() -> None:
@@ -117,12 +156,6 @@ def test_durations() -> None:
     assert scale_duration("1w", 60) == "2h48m"
 
 
-def test_price_table_covers_input_and_output() -> None:
-    prices = price_per_token()
-    assert len(prices) == 2 * len(PRICES_PER_MILLION)
-    assert all(p >= 0 for _, _, p in prices)
-
-
 def test_generated_files_are_current() -> None:
     stale = dashboards.stale()
     assert not stale, f"stale generated files (run `python -m dashboards`): {stale}"
@@ -154,6 +187,17 @@ def test_metrics_doc_lists_every_metric() -> None:
     text = metricsdoc.render()
     for m in all_metrics():
         assert f"`{m.prom_name}`" in text and f"`{m.instrument_name}`" in text
+
+
+def test_metrics_doc_says_where_each_cost_metric_is_used() -> None:
+    usage = metricsdoc.usage()
+    cost = [m for m in all_metrics() if m.area == "cost"]
+    assert cost and all("llm-cost" in usage[m.prom_name][0] for m in cost)
+    assert "LlmSpendAnomalous" in usage[COST_USD.prom_name][1]  # through its recording rule
+    burns = {"LlmCostBudgetBurnFast", "LlmCostBudgetBurnSlow"}
+    assert all(burns <= set(usage[m.prom_name][1]) for m in (BUDGET_SPEND_USD, BUDGET_LIMIT_USD))
+    assert usage[FILES_READ.prom_name] == (["llm-operations"], [])
+    assert "## Where each metric is used" in metricsdoc.render()
 
 
 def test_dashboard_panels_helper() -> None:

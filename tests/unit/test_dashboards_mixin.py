@@ -17,12 +17,13 @@ from dashboards.registry import all_panel_queries
 from dashboards.registry import dashboards as render_dashboards
 from dashboards.rules import all_alerts, all_recordings
 from dashboards.rules.render import runbook_url
-from middleware.telemetry.names import L_MODEL, L_TOKEN_TYPE, all_metrics, bucket, count, total
+from middleware.telemetry.names import L_PERIOD, all_metrics, bucket, count, total
 
 SELECTOR = 'job="my-api", namespace=~"prod|staging"'
 CUSTOM = MixinConfig(selector=SELECTOR, group_by=("cluster", "namespace", "job"), retry_ratio_max=0.3,
                      remaining_capacity_min=0.2, throttle_wait_p95_max_s=2.5, ttfc_p95_max_s=2.0,
-                     estimate_error_p90_max=0.25, runbook_url="https://runbooks.example/llm/{alert}")
+                     estimate_error_p90_max=0.25, unpriced_share_max=0.1, budget_projected_share_max=0.9,
+                     runbook_url="https://runbooks.example/llm/{alert}")
 FAMILIES = sorted({f(m) for m in all_metrics() for f in (lambda m: m.prom_name, bucket, count, total)},
                   key=len, reverse=True)
 _FAMILY = re.compile(r"(?<![\w:])(" + "|".join(map(re.escape, FAMILIES)) + r")(?![\w:])(\{[^}]*\})?")
@@ -76,9 +77,10 @@ def test_group_by_reaches_every_rule_aggregation() -> None:
         labels = {x.strip() for x in clause.split(",")}
         assert {"cluster", "namespace", "job"} <= labels, (name, clause)
     joins = [c for _, expr in _rule_exprs(CUSTOM) for c in re.findall(r"\b(?:on|unless on) \(([^)]*)\)", expr)]
-    price_join = f"{L_MODEL}, {L_TOKEN_TYPE}"  # the price table has no group labels
+    period_join = L_PERIOD  # the seconds left in a budget period are the same for every group
     assert joins and all({"cluster", "namespace", "job"} <= {x.strip() for x in c.split(",")}
-                         for c in joins if c != price_join)
+                         for c in joins if c != period_join)
+    assert period_join in joins
 
 
 def _panel(cfg: MixinConfig, title: str) -> dict[str, object]:
@@ -100,6 +102,7 @@ def _threshold_values(panel: dict[str, object]) -> list[float]:
     ("Throttle wait p95", "throttle_wait_p95_max_s", "LlmThrottleWaitHigh"),
     ("Time to first chunk p50 / p95", "ttfc_p95_max_s", "LlmTimeToFirstChunkHigh"),
     ("Estimate error ratio p50 / p90", "estimate_error_p90_max", "LlmTokenEstimateDrift"),
+    ("Unpriced share of calls", "unpriced_share_max", "LlmUnpricedTrafficHigh"),
 ])
 def test_a_panel_threshold_is_the_rule_threshold(panel: str, field: str, alert: str) -> None:
     for cfg in (DEFAULT, CUSTOM):
@@ -108,6 +111,17 @@ def test_a_panel_threshold_is_the_rule_threshold(panel: str, field: str, alert: 
         [rule] = [a for a in all_alerts(cfg) if a.name == alert]
         assert re.search(rf"[<>] {re.escape(f'{value:g}')}\b", rule.expr), (alert, rule.expr)
     assert getattr(CUSTOM, field) != getattr(DEFAULT, field)
+
+
+def test_budget_burn_share_is_drawn_where_the_runbook_points() -> None:
+    for cfg in (DEFAULT, CUSTOM):
+        share = cfg.budget_projected_share_max
+        assert _threshold_values(_panel(cfg, "Projected spend at period end / limit")) == [share]
+        assert _threshold_values(_panel(cfg, "Budget used")) == [share]
+        burns = [a for a in all_alerts(cfg) if a.name.startswith("LlmCostBudgetBurn")]
+        assert len(burns) == 2 and all(a.expr.count(f"> ({share:g} * ") == 2 for a in burns)
+        assert all(a.runbook.dashboard == "llm-cost" for a in burns)
+    assert CUSTOM.budget_projected_share_max != DEFAULT.budget_projected_share_max
 
 
 def test_remaining_capacity_gauge_is_red_below_the_threshold() -> None:
@@ -143,7 +157,9 @@ def test_render_command_writes_a_copy(tmp_path: Path, capsys: pytest.CaptureFixt
     assert 'job="my-api"' in rules
     assert sorted(p.name for p in (tmp_path / "kubernetes").iterdir()) == [
         "grafana-dashboards.yaml", "kustomization.yaml", "prometheusrule.yaml"]
-    assert len(list((tmp_path / "grafana/dashboards").glob("*.json"))) == 6
+    assert len(list((tmp_path / "grafana/dashboards").glob("*.json"))) == 7
+    assert (tmp_path / "grafana/dashboards/llm-cost.json").exists()
+    assert 'job="my-api"' in (tmp_path / "prometheus/rules/cost-recording.yml").read_text()
     assert list((tmp_path / "prometheus/tests").glob("*_test.yml"))
     assert (tmp_path / "runbooks/LlmRetryRatioHigh.md").exists()
     overview = json.loads((tmp_path / "grafana/dashboards/llm-overview.json").read_text())

@@ -23,7 +23,7 @@ def test_alerts_follow_the_conventions() -> None:
 
 
 def test_slo_alerts_use_the_workbook_windows() -> None:
-    burns = {a.name: a.expr for a in all_alerts() if "BudgetBurn" in a.name}
+    burns = {a.name: a.expr for a in all_alerts() if "slo" in a.labels}
     assert len(burns) == 6
     assert "rate1h > (14.4 * 0.005)" in burns["LlmAvailabilityBudgetBurnFast"]
     assert "rate5m > (14.4 * 0.005)" in burns["LlmAvailabilityBudgetBurnFast"]
