@@ -129,7 +129,7 @@ def _metric_by(metric: n.MetricDef, *keys: str) -> dict[tuple[str, ...], float]:
 
 
 def _usd(value: float) -> str:
-    return f"${value:.6f}" if value < 0.01 else f"${value:.4f}" if value < 10 else f"${value:,.2f}"
+    return f"${value:.6f}" if value < 1 else f"${value:.4f}" if value < 100 else f"${value:,.2f}"
 
 
 def _spend_by(label: str) -> str:
