@@ -75,7 +75,6 @@ A_CHECKPOINT_ID = "llm_middleware.checkpoint.id"
 A_SEQUENCE = "llm_middleware.sequence_number"
 A_LOST_SECONDS = "llm_middleware.lost_seconds"
 A_PARTIAL_CHARS = "llm_middleware.partial.chars"
-A_PATH_HASH = "llm_middleware.file.path_hash"
 A_ERROR_CODE = "llm_middleware.error.code"  # the upstream's error code or type, never its message
 A_BREAKER_STATE = "llm_middleware.circuit_breaker.state"
 A_FILES = "llm_middleware.files"  # process_files span: the number of inputs

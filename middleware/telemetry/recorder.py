@@ -35,7 +35,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from .._version import __version__
 from ..context import CallContext
-from ..cost.attributes import budget_attributes, tag_attributes
+from ..cost.attributes import budget_attributes, cost_attributes, tag_attributes
 from . import names as n
 from .instruments import Instruments
 from .logs import CallLog
@@ -507,14 +507,8 @@ class Recorder:
             if details.reasoning_tokens:
                 attrs[n.A_USAGE_REASONING] = details.reasoning_tokens
         cost = ctx.cost
-        if cost is not None:
-            reason = getattr(cost, "reason", None)
-            if reason is not None:
-                attrs[n.A_COST_UNPRICED] = True
-                attrs[n.A_COST_UNPRICED_REASON] = reason
-            else:
-                attrs[n.A_COST_USD] = cost.total_usd
-                attrs[n.A_COST_PRICED_AS] = cost.priced_as
+        if cost is not None:  # total and parts in USD, priced as, batch; or unpriced and why
+            attrs.update(cost_attributes(cost))
         if etype:
             attrs[n.A_ERROR_TYPE] = etype
             code = _error_code(error) if error is not None else None
