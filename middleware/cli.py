@@ -9,7 +9,7 @@ from typing import NoReturn
 
 from ._version import __version__
 
-USAGE = """middleware <command> [options]
+USAGE = """middleware [--log-format json|text] [--log-level LEVEL] <command> [options]
 
 commands:
   demo        run the demo workload against the built-in simulator (or the real API with --live)
@@ -19,6 +19,11 @@ commands:
   resume      resume an interrupted stream from its checkpoint: middleware resume ID
   files       process files through the protected client: middleware files summarize DIR
   traces      the slowest and failed calls of the last run; middleware traces show ID draws one trace
+
+log options (before the command; `middleware demo` also takes them after it):
+  --log-format json|text   write the middleware's log records to stderr (json: one object per line,
+                           with trace_id, span_id and the span's fields)
+  --log-level LEVEL        DEBUG, INFO (default when a format is given), WARNING, ERROR; none without either
 """
 
 
@@ -32,13 +37,20 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``middleware`` console script."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    from .logconfig import configure, split_global
+
+    try:
+        log_format, log_level, args = split_global(list(sys.argv[1:] if argv is None else argv))
+    except ValueError as exc:
+        print(f"middleware: error: {exc} (see middleware --help)", file=sys.stderr)
+        return 2
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
     if args[0] == "--version":
         print(__version__)
         return 0
+    configure(log_format, log_level)  # only when asked: without the options no handler, as before
     command, rest = args[0], args[1:]
     if command == "demo":
         from .demo import main as demo_main

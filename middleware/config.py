@@ -712,6 +712,9 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "folder of the local trace store (setup_telemetry, middleware traces); unset: the user's state folder"),
     EnvVar("MIDDLEWARE_TRACES_LOCAL", (), Choice(("auto", "always", "never", "true", "false", "1", "0")), "auto",
            "keep finished spans locally: auto (when no OTLP endpoint), always, never"),
+    EnvVar("MIDDLEWARE_LOG_SLOW_THROTTLE_SECONDS", (), SECONDS_OR_ZERO, 1.0,
+           "limiter waits from this long get an INFO log record (throttle_wait); 0: every wait (read by the "
+           "Recorder when not given slow_throttle_seconds; not a Config field)"),
 )
 """Every ``MIDDLEWARE_*`` variable. docs/configuration.md lists the same names (tests/unit/test_config.py)."""
 

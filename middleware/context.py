@@ -77,6 +77,8 @@ class CallContext:
     attempt_span: Any = None
     """The attempt span of a streamed response, open until the body ends."""
     last_chunk_event: int = 0
+    stream_end: str | None = None
+    """How the stream ended (completed, error, closed_early, abandoned), once it has (set by the recorder)."""
 
     @property
     def elapsed(self) -> float:

@@ -33,6 +33,8 @@ from .config import MAX_SECONDS, Number, read_env
 from .cost import parse_rules, tags
 from .cost.budgets import ANY_VALUE, API_KEY_SCOPE
 from .errors import ConfigError, MiddlewareError
+from .logconfig import add_arguments as add_log_arguments
+from .logconfig import configure as configure_logging
 from .telemetry import names as n
 from .telemetry.setup import setup_telemetry
 
@@ -372,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simulator rate-limit window in seconds")
     p.add_argument("--rpm", type=_ranged(int, 1, 10**9), default=60, help="simulator requests per window")
     p.add_argument("--tpm", type=_ranged(int, 1, 10**12), default=40_000, help="simulator tokens per window")
+    add_log_arguments(p)
     return p
 
 
@@ -397,6 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"middleware demo: {exc}", file=sys.stderr)
         return 2
+    configure_logging(args.log_format, args.log_level)  # stderr; the library itself installs no handler
     from ._extras import CLI, OTEL, MissingExtraError, require
 
     try:

@@ -15,11 +15,18 @@ refused, and the run goes on; a progress callback that raises is counted (``prog
 never lets a file disappear. Outputs are private to the user: files 0600, folders created 0700 (the
 inputs may be private, and a summary carries their content). The output folder is prepared (created,
 checked writable) before anything is read or sent.
+
+A run is one ``process_files`` span (INTERNAL, recorded by the protected client's recorder, else by ``events``
+when that is a recorder): the chunk calls are its children (worker threads and tasks run in its context); it
+carries the number of inputs, the model and a hash of the root folder (never a path) and ends ERROR with
+``error.type`` when the run raises.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import errno
 import functools
 import glob
@@ -30,13 +37,14 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import FileOperationError
+from ..telemetry import names as n
 from .atomic import atomic_write
 from .chunking import Chunk, iter_file_chunks
 from .events import FileEvents
@@ -327,6 +335,28 @@ def prepare_out_dir(out: Path) -> None:
                                  path=target, reason=reason) from None
 
 
+@contextlib.contextmanager
+def _run_span(client: Any, events: FileEvents | None, root: str | os.PathLike[str], model: str) -> Iterator[Any]:
+    """The run's ``process_files`` span, current inside the block (no span without a recorder to record it)."""
+    from ..sdk import pipeline_attached  # imported here: the sdk package imports files (atomic writes)
+
+    recorder = getattr(pipeline_attached(client), "recorder", None) if client is not None else None
+    if recorder is None and hasattr(events, "operation_span"):
+        recorder = events
+    if recorder is None:
+        yield None
+        return
+    digest = hashlib.sha256(_real(os.path.abspath(os.fspath(root))).encode("utf-8", "surrogateescape")).hexdigest()
+    with recorder.operation_span(n.SPAN_FILE_PROCESS, {n.A_FILE_ROOT_HASH: digest[:12], n.A_REQUEST_MODEL: model}) \
+            as span:
+        yield span
+
+
+def _count_inputs(span: Any, paths: Sequence[object]) -> None:
+    if span is not None and span.is_recording():
+        span.set_attribute(n.A_FILES, len(paths))
+
+
 def _start(paths_or_globs: str | Sequence[str], root: str | os.PathLike[str], out_dir: str | os.PathLike[str],
            **settings: Any) -> tuple[_Run, list[str | _Unlisted]]:
     reader = SafeReader(root, max_bytes=settings.pop("max_bytes"), events=settings["events"],
@@ -395,11 +425,24 @@ def process_files(
     """
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
+    with _run_span(client, events, root, model) as span:
+        return _process_sync(span, paths_or_globs, prompt_template, client, model=model, root=root, out_dir=out_dir,
+                             max_chunk_tokens=max_chunk_tokens, overlap_tokens=overlap_tokens, concurrency=concurrency,
+                             progress=progress, dry_run=dry_run, max_bytes=max_bytes,
+                             max_output_tokens=max_output_tokens, events=events, allow_hard_links=allow_hard_links)
+
+
+def _process_sync(span: Any, paths_or_globs: str | Sequence[str], prompt_template: str, client: Any, *, model: str,
+                  root: str | os.PathLike[str], out_dir: str | os.PathLike[str], max_chunk_tokens: int,
+                  overlap_tokens: int, concurrency: int, progress: Callable[[ProgressEvent], None] | None,
+                  dry_run: bool, max_bytes: int, max_output_tokens: int | None, events: FileEvents | None,
+                  allow_hard_links: bool) -> ProcessReport:
     started = time.perf_counter()
     run, paths = _start(paths_or_globs, root, out_dir, prompt_template=prompt_template, model=model,
                         max_chunk_tokens=max_chunk_tokens, overlap_tokens=overlap_tokens,
                         max_output_tokens=max_output_tokens, dry_run=dry_run, events=events,
                         progress=progress, max_bytes=max_bytes, allow_hard_links=allow_hard_links)
+    _count_inputs(span, paths)
     slots = threading.BoundedSemaphore(concurrency * 2)
     results: list[FileOutcome | None] = [None] * len(paths)
 
@@ -424,7 +467,9 @@ def process_files(
                 continue
             for i in range(len(planned.chunks)):
                 slots.acquire()
-                fut = pool.submit(client.chat.completions.create, **run.request(planned, i))
+                # Each call runs in a copy of this context: its span is a child of the run's span.
+                fut = pool.submit(functools.partial(contextvars.copy_context().run, client.chat.completions.create,
+                                                    **run.request(planned, i)))
                 fut.add_done_callback(functools.partial(on_done, planned, i, index))
     outcomes = [r if r is not None else FileOutcome(_shown(run, paths[k]), "failed", "internal:lost")
                 for k, r in enumerate(results)]
@@ -458,11 +503,26 @@ async def aprocess_files(
     """Process files with an async client (``AsyncOpenAI``); file I/O runs in worker threads (see process_files)."""
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
+    with _run_span(client, events, root, model) as span:
+        return await _process_async(
+            span, paths_or_globs, prompt_template, client, model=model, root=root, out_dir=out_dir,
+            max_chunk_tokens=max_chunk_tokens, overlap_tokens=overlap_tokens, concurrency=concurrency,
+            progress=progress, dry_run=dry_run, max_bytes=max_bytes, max_output_tokens=max_output_tokens,
+            events=events, allow_hard_links=allow_hard_links)
+
+
+async def _process_async(span: Any, paths_or_globs: str | Sequence[str], prompt_template: str, client: Any, *,
+                         model: str, root: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+                         max_chunk_tokens: int, overlap_tokens: int, concurrency: int,
+                         progress: Callable[[ProgressEvent], None] | None, dry_run: bool, max_bytes: int,
+                         max_output_tokens: int | None, events: FileEvents | None,
+                         allow_hard_links: bool) -> ProcessReport:
     started = time.perf_counter()
     run, paths = _start(paths_or_globs, root, out_dir, prompt_template=prompt_template, model=model,
                         max_chunk_tokens=max_chunk_tokens, overlap_tokens=overlap_tokens,
                         max_output_tokens=max_output_tokens, dry_run=dry_run, events=events,
                         progress=progress, max_bytes=max_bytes, allow_hard_links=allow_hard_links)
+    _count_inputs(span, paths)
     calls = asyncio.Semaphore(concurrency)
     files_in_flight = asyncio.Semaphore(concurrency * 2)
 

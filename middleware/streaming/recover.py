@@ -5,6 +5,12 @@ Chat: the checkpoint's request is re-sent with the partial output as a trailing 
 response is streamed again after the checkpoint's sequence number. Either way the request is one
 call of the pipeline *seeded* with the checkpoint: it is admitted, retried and observed like any
 other, keeps checkpointing under the same id, and is itself resumed if it breaks again.
+
+Observed as one ``resume_checkpoint`` span (INTERNAL) around the whole operation, loading the checkpoint
+included: the call's span is its child; the span carries the checkpoint id, the operation and model, and the
+characters (and Responses sequence number) it continues from, and ends ERROR with ``error.type`` when the
+operation fails. One INFO log record (``checkpoint_resumed``) says that the stream is continued, with the
+span's ids.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from ..errors import CheckpointNotFound, MiddlewareError
 from ..sdk import SdkRequest, new_request, pipeline_attached
+from ..telemetry import names as n
 from .checkpoint import Checkpoint, CheckpointStore
 from .forced import ChatAccumulator
 from .observer import Seed, field_of
@@ -116,17 +123,27 @@ def _request(client: Any, checkpoint: Checkpoint) -> tuple[SdkRequest, Seed, _Ch
     return request, seed, _EventFold(checkpoint, after)
 
 
+def _continued(pipeline: Any, span: Any, checkpoint: Checkpoint) -> None:
+    """Report that the stream is continued from ``checkpoint`` (span attributes and a log record)."""
+    pipeline.recorder.checkpoint_resumed(span, {
+        n.A_CHECKPOINT_ID: checkpoint.id, n.A_OPERATION: checkpoint.operation, n.A_REQUEST_MODEL: checkpoint.model,
+        n.A_PARTIAL_CHARS: checkpoint.chars, n.A_SEQUENCE: checkpoint.sequence_number,
+    })
+
+
 def resume(client: Any, checkpoint_id: str, *, store: CheckpointStore | None = None) -> Resumed:
     """Continue the stream saved under ``checkpoint_id`` to its end; return the full text and result."""
     client = _protected(client)
     pipeline = pipeline_attached(client)
     st = _store(pipeline, store)
-    checkpoint = st.load(checkpoint_id)
-    request, seed, fold = _request(client, checkpoint)
-    for item in pipeline.call_sync(request, seed=seed):
-        fold.add(item)
-    st.delete(checkpoint.id)
-    return fold.result()
+    with pipeline.recorder.operation_span(n.SPAN_RESUME_CHECKPOINT, {n.A_CHECKPOINT_ID: checkpoint_id}) as span:
+        checkpoint = st.load(checkpoint_id)
+        request, seed, fold = _request(client, checkpoint)
+        _continued(pipeline, span, checkpoint)
+        for item in pipeline.call_sync(request, seed=seed):
+            fold.add(item)
+        st.delete(checkpoint.id)
+        return fold.result()
 
 
 async def aresume(client: Any, checkpoint_id: str, *, store: CheckpointStore | None = None) -> Resumed:
@@ -134,9 +151,11 @@ async def aresume(client: Any, checkpoint_id: str, *, store: CheckpointStore | N
     client = _protected(client)
     pipeline = pipeline_attached(client)
     st = _store(pipeline, store)
-    checkpoint = st.load(checkpoint_id)
-    request, seed, fold = _request(client, checkpoint)
-    async for item in await pipeline.call_async(request, seed=seed):
-        fold.add(item)
-    st.delete(checkpoint.id)
-    return fold.result()
+    with pipeline.recorder.operation_span(n.SPAN_RESUME_CHECKPOINT, {n.A_CHECKPOINT_ID: checkpoint_id}) as span:
+        checkpoint = st.load(checkpoint_id)
+        request, seed, fold = _request(client, checkpoint)
+        _continued(pipeline, span, checkpoint)
+        async for item in await pipeline.call_async(request, seed=seed):
+            fold.add(item)
+        st.delete(checkpoint.id)
+        return fold.result()

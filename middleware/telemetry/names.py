@@ -27,8 +27,8 @@ PREFIX = "llm_middleware"
 PROVIDER_NAME = "openai"
 SPAN_CALL = "{operation} {model}"  # GenAI convention: "{gen_ai.operation.name} {gen_ai.request.model}"
 SPAN_ATTEMPT = "{method} {route}"  # HTTP client convention, e.g. "POST /chat/completions"
-SPAN_FILE_PROCESS = "process_files"
-SPAN_RESUME_CHECKPOINT = "resume_checkpoint"
+SPAN_FILE_PROCESS = "process_files"  # INTERNAL span around middleware.files.process_files (calls are children)
+SPAN_RESUME_CHECKPOINT = "resume_checkpoint"  # INTERNAL span around middleware.streaming.resume (the call is a child)
 
 A_OPERATION = "gen_ai.operation.name"
 A_PROVIDER = "gen_ai.provider.name"
@@ -75,11 +75,10 @@ A_CHECKPOINT_ID = "llm_middleware.checkpoint.id"
 A_SEQUENCE = "llm_middleware.sequence_number"
 A_LOST_SECONDS = "llm_middleware.lost_seconds"
 A_PARTIAL_CHARS = "llm_middleware.partial.chars"
-A_PATH_HASH = "llm_middleware.file.path_hash"
 A_ERROR_CODE = "llm_middleware.error.code"  # the upstream's error code or type, never its message
 A_BREAKER_STATE = "llm_middleware.circuit_breaker.state"
-A_FILES = "llm_middleware.files"
-A_FILE_ROOT_HASH = "llm_middleware.file.root_hash"
+A_FILES = "llm_middleware.files"  # process_files span: the number of inputs
+A_FILE_ROOT_HASH = "llm_middleware.file.root_hash"  # process_files span: SHA-256 prefix of the root (never the path)
 
 # Span event names.
 E_ESTIMATE = "gen_ai.estimate"
@@ -207,6 +206,32 @@ BREAKER_STATE_VALUES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 BREAKER_OPEN_VALUE = 2
 # Exemplar label carrying the trace id (Grafana links it to Tempo).
 EXEMPLAR_TRACE_ID = "trace_id"
+
+# --------------------------------------------------------------------------- log records
+# Structured records on the "middleware" logger (telemetry/logs.py). A record states its facts under the span
+# attribute names above (the same fields as the span or span event of the same decision); these are the fields a
+# span does not need as attributes (it has its own ids, duration and status), and the closed set of events.
+LOG_EVENT = "llm_middleware.event"  # which decision the record is about: one of LOG_EVENTS
+LOG_TRACE_ID = "trace_id"  # 32 hex digits ("" when no sampled span)
+LOG_SPAN_ID = "span_id"  # 16 hex digits
+LOG_OUTCOME = K_OUTCOME  # success, error
+LOG_DURATION_SECONDS = "llm_middleware.duration_seconds"
+LOG_CHECKPOINT_BACKEND = K_CHECKPOINT_BACKEND
+LOG_CALL_END = "call_end"
+LOG_RETRY = "retry"
+LOG_THROTTLE_WAIT = "throttle_wait"
+LOG_REFUSED = "refused"
+LOG_BREAKER = "breaker"
+LOG_STALL = "stall"
+LOG_INTERRUPTION = "interruption"
+LOG_RESUMPTION = "resumption"
+LOG_CHECKPOINT = "checkpoint"
+LOG_CHECKPOINT_RESUMED = "checkpoint_resumed"
+LOG_FILE_REFUSED = "file_refused"
+LOG_EVENTS: tuple[str, ...] = (
+    LOG_CALL_END, LOG_RETRY, LOG_THROTTLE_WAIT, LOG_REFUSED, LOG_BREAKER, LOG_STALL, LOG_INTERRUPTION,
+    LOG_RESUMPTION, LOG_CHECKPOINT, LOG_CHECKPOINT_RESUMED, LOG_FILE_REFUSED,
+)
 
 # --------------------------------------------------------------------------- metrics
 

@@ -17,6 +17,7 @@ Cost discipline (this runs on every call and every chunk):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -24,7 +25,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ParamSpec, TypeVar
 
 from opentelemetry import metrics as otel_metrics
@@ -34,7 +35,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from .._version import __version__
 from ..context import CallContext
-from ..cost.attributes import budget_attributes, tag_attributes
+from ..cost.attributes import budget_attributes, cost_attributes, tag_attributes
 from . import names as n
 from .instruments import Instruments
 from .logs import CallLog
@@ -45,6 +46,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+SLOW_THROTTLE_ENV = "MIDDLEWARE_LOG_SLOW_THROTTLE_SECONDS"
 # Events kept free on every call span for estimate, throttle, backoff, stall, resume and summary events.
 RESERVED_SPAN_EVENTS = 16
 # Chunk span events: the first CHUNK_EVENTS_FIRST chunks, then every CHUNK_EVENTS_EVERY-th, then the last
@@ -168,8 +170,10 @@ class Recorder:
         capture_content: bool | None = None,
         model_label_cap: int = 50,
         max_chunk_events: int | None = None,
-        slow_throttle_seconds: float = 1.0,
+        slow_throttle_seconds: float | None = None,
     ) -> None:
+        """``slow_throttle_seconds``: limiter waits from this long get an INFO log record (None reads
+        ``MIDDLEWARE_LOG_SLOW_THROTTLE_SECONDS``, default 1 s; a value not allowed raises ``ConfigError``)."""
         self.registry = registry if registry is not None else REGISTRY
         self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(TRACER_NAME, __version__)
         provider = meter_provider or otel_metrics.get_meter_provider()
@@ -182,6 +186,10 @@ class Recorder:
         self._max_chunk_events = max_chunk_events
         self._warned: set[str] = set()
         self.telemetry_errors = 0
+        if slow_throttle_seconds is None:
+            from ..config import read_env
+
+            slow_throttle_seconds = float(read_env(SLOW_THROTTLE_ENV))
         self.logs = CallLog(slow_throttle_seconds)
         # The instruments of the per-call path, bound once.
         self._inflight = m[n.INFLIGHT]
@@ -325,17 +333,24 @@ class Recorder:
     @_guarded()
     def throttled(self, ctx: CallContext, *, decision: str, reason: str, wait_seconds: float, tokens: int) -> None:
         """A limiter decision for this call: admitted at once, waited, or refused."""
-        if ctx.recording:
-            ctx.span.add_event(n.E_THROTTLE, {
+        if decision == n.DECISION_REFUSED:
+            log = self.logs.enabled(logging.WARNING)
+        else:
+            log = wait_seconds >= self.logs.slow_throttle_seconds and self.logs.enabled(logging.INFO)
+        if ctx.recording or log:
+            attrs: dict[str, Any] = {
                 n.A_DECISION: decision, n.A_REASON: reason, n.A_WAIT_SECONDS: wait_seconds,
                 n.A_RESERVED_TOKENS: tokens, n.A_LIMITER_KEY: ctx.limiter_key.id if ctx.limiter_key else "",
-            })
+            }
+            if ctx.recording:
+                ctx.span.add_event(n.E_THROTTLE, attrs)
+            if log:
+                self.logs.throttled(ctx, attrs, decision, reason, wait_seconds)
         model = ctx.model_label
         self._decisions.add((model, decision, reason))
         if decision != n.DECISION_REFUSED:
             self._wait.observe((model,), wait_seconds, self._exemplar(ctx))
             self._reserved.add((model,), tokens)
-        self.logs.throttled(ctx, decision, reason, wait_seconds, tokens)
 
     def start_attempt(self, ctx: CallContext, attempt: int) -> Any:
         """Open the child span of one HTTP attempt (``http.request.resend_count`` = attempt - 1)."""
@@ -448,8 +463,10 @@ class Recorder:
         self._estimate_error(ctx)
         self._duration.observe((model, operation, etype), duration, exemplar)
         self._requests.add((model, operation, n.OUTCOME_ERROR if etype else n.OUTCOME_SUCCESS, etype))
+        debug = self.logs.enabled(logging.DEBUG)
+        attrs = self._end_attributes(ctx, etype, error) if ctx.recording or debug else {}
         if ctx.recording:
-            span.set_attributes(self._end_attributes(ctx, etype, error))
+            span.set_attributes(attrs)
             if etype:
                 # The status and the exception event carry the error's type (and code); its message may echo
                 # the prompt back, so it is kept only when content capture is on.
@@ -459,7 +476,12 @@ class Recorder:
                     self._exception_event(span, error)
         span.end()
         self._inflight.delta((operation,), -1)
-        self.logs.call_ended(ctx, etype, duration)
+        if debug:
+            if self.capture_content:  # the call span's start attribute, for the same fields as the span
+                content = ctx.body.get("messages") or ctx.body.get("input")
+                if content is not None:
+                    attrs[n.A_INPUT_MESSAGES] = json.dumps(content, default=str)[:65536]
+            self.logs.call_ended(ctx, attrs, etype, duration)
 
     def _end_attributes(self, ctx: CallContext, etype: str, error: BaseException | None) -> dict[str, Any]:
         attrs: dict[str, Any] = {}
@@ -471,6 +493,9 @@ class Recorder:
             attrs[n.A_FINISH_REASONS] = ctx.finish_reasons
         if ctx.history:
             attrs[n.A_ATTEMPTS] = len(ctx.history)
+        if ctx.stream_end is not None:
+            attrs[n.A_STREAM_END] = ctx.stream_end
+            attrs[n.A_CHUNKS] = ctx.chunks
         if ctx.input_tokens is not None:
             attrs[n.A_USAGE_INPUT] = ctx.input_tokens
         if ctx.output_tokens is not None:
@@ -482,14 +507,8 @@ class Recorder:
             if details.reasoning_tokens:
                 attrs[n.A_USAGE_REASONING] = details.reasoning_tokens
         cost = ctx.cost
-        if cost is not None:
-            reason = getattr(cost, "reason", None)
-            if reason is not None:
-                attrs[n.A_COST_UNPRICED] = True
-                attrs[n.A_COST_UNPRICED_REASON] = reason
-            else:
-                attrs[n.A_COST_USD] = cost.total_usd
-                attrs[n.A_COST_PRICED_AS] = cost.priced_as
+        if cost is not None:  # total and parts in USD, priced as, batch; or unpriced and why
+            attrs.update(cost_attributes(cost))
         if etype:
             attrs[n.A_ERROR_TYPE] = etype
             code = _error_code(error) if error is not None else None
@@ -572,6 +591,7 @@ class Recorder:
     def stream_closed(self, ctx: CallContext, state: str) -> None:
         """The stream ended (completed, error, closed_early, abandoned): last chunk event, summary, metrics."""
         labels = (ctx.model_label, ctx.operation)
+        ctx.stream_end = state
         if ctx.recording:
             if ctx.chunks and ctx.last_chunk_event != ctx.chunks:
                 self.chunk_event(ctx, ctx.chunks)
@@ -613,7 +633,7 @@ class Recorder:
             attrs[n.A_SEQUENCE] = sequence
         self._event(ctx, n.E_RESUME, attrs)
         self.m[n.STREAM_RESUMPTIONS].add((ctx.model_label, outcome))
-        self.logs.resumed(ctx, outcome, lost_seconds)
+        self.logs.resumed(ctx, outcome, lost_seconds, sequence)
 
     @_guarded()
     def checkpoint(self, ctx: CallContext, backend: str, checkpoint_id: str) -> None:
@@ -636,14 +656,47 @@ class Recorder:
         self.m[n.ADAPTIVE_THRESHOLD].set((self.model_label(model),), tokens)
 
     # ------------------------------------------------------------------ spans of their own
-    def operation_span(self, name: str, attributes: Mapping[str, Any]) -> Any:
-        """An INTERNAL span around a larger operation (``process_files``, ``resume_checkpoint``); use as a
-        context manager. Never raises: a failing tracer gives a non-recording span."""
+    @contextlib.contextmanager
+    def operation_span(self, name: str, attributes: Mapping[str, Any]) -> Iterator[Any]:
+        """An INTERNAL span around a larger operation (``process_files``, ``resume_checkpoint``), current while
+        the ``with`` block runs, so the call spans opened inside are its children. An exception leaving the block
+        ends it ERROR with ``error.type`` (its message only with content capture). Never raises of its own: a
+        failing tracer gives a non-recording span."""
         try:
-            return self.tracer.start_as_current_span(name, kind=SpanKind.INTERNAL, attributes=dict(attributes))
+            span: Any = self.tracer.start_span(name, kind=SpanKind.INTERNAL, attributes=dict(attributes))
         except Exception as exc:
             self.telemetry_error("tracer", exc)
-            return trace.use_span(trace.INVALID_SPAN)
+            span = trace.INVALID_SPAN
+        with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+            try:
+                yield span
+            except BaseException as error:
+                self._operation_failed(span, error)
+                raise
+            finally:
+                try:
+                    span.end()
+                except Exception as exc:
+                    self.telemetry_error("tracer", exc)
+
+    def _operation_failed(self, span: Any, error: BaseException) -> None:
+        try:
+            if span.is_recording():
+                etype = type(error).__name__
+                span.set_attribute(n.A_ERROR_TYPE, etype)
+                span.set_status(Status(StatusCode.ERROR, str(error)[:200] if self.capture_content else etype))
+                self._exception_event(span, error)
+        except Exception as exc:
+            self.telemetry_error("operation_span", exc)
+
+    @_guarded()
+    def checkpoint_resumed(self, span: Any, attributes: Mapping[str, Any]) -> None:
+        """A stream is continued from its checkpoint: the ``resume_checkpoint`` span's attributes (checkpoint id,
+        operation, model, characters and sequence number it continues from) and an INFO log record."""
+        attrs = {k: v for k, v in attributes.items() if v is not None}
+        if span.is_recording():
+            span.set_attributes(attrs)
+        self.logs.checkpoint_resumed(attrs)
 
     # ------------------------------------------------------------------ cost (CostEvents and the call's budget)
     @_guarded()
@@ -660,8 +713,9 @@ class Recorder:
     @_guarded()
     def budget_refused(self, ctx: CallContext, error: Any) -> None:
         """A budget refused the call (a span event; the call then fails with ``BudgetExceeded``)."""
-        self._event(ctx, n.E_BUDGET, budget_attributes(error))
-        self.logs.budget_refused(ctx, error)
+        attrs = budget_attributes(error)
+        self._event(ctx, n.E_BUDGET, attrs)
+        self.logs.budget_refused(ctx, attrs)
 
     @_guarded()
     def call_cost(self, model: str, labels: tuple[str, ...], cost: Any) -> None:
@@ -750,7 +804,7 @@ class Recorder:
         value = n.BREAKER_STATE_VALUES.get(state, 0.0)
         self.m[n.BREAKER_STATE].set((label, endpoint), value)
         self.m[n.BREAKER_TRANSITIONS].add((label, endpoint, state))
-        self.logs.breaker(endpoint, label, state)
+        self.logs.breaker(endpoint, model, state)
 
     @_guarded()
     def file_read(self, bytes_read: int, tokens: int) -> None:
