@@ -232,7 +232,7 @@ class SdkRequest:
         })
         stream_cls = plain_stream_class(ResponseStreamEvent, is_async=self.is_async)
         return self._derive(options, stream=True, stream_cls=stream_cls, cast_to=Response, observe=False,
-                            route="/responses")
+                            route="/responses/{response_id}")
 
     def _headers_without_raw(self) -> dict[str, str]:
         raw = compat.RAW_RESPONSE_HEADER.lower()

@@ -248,10 +248,6 @@ def test_a_checkpoint_resumption_by_get_is_named_and_attributed_as_a_get(
     assert (operation.attributes or {})[n.A_SEQUENCE] >= 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "in-stream Responses resumption: SdkRequest.responses_resume (middleware/sdk/requests.py, not this branch's "
-    "to edit) derives the GET with route='/responses', so its attempt span is 'GET /responses' with url.template "
-    "'/responses'; the fix is route='/responses/{response_id}' there (as streaming/recover.py already does)"))
 def test_an_in_stream_resumption_by_get_is_named_and_attributed_as_a_get(
     simulator: Simulator, traced: tuple[TracerProvider, InMemorySpanExporter], tmp_path: Path
 ) -> None:
