@@ -9,12 +9,14 @@ exact ``ChatCompletion`` the caller asked for (content, refusal, tool calls, log
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from typing import Any
 
 from ..config import StreamConfig
 from ..tokens import max_output_tokens
 
 _ALPHA = 0.2  # weight of the newest observation in the per-model moving averages
+MAX_MODELS = 512  # models come from callers: the least recently observed beyond this are forgotten
 
 
 class AdaptiveThreshold:
@@ -27,7 +29,7 @@ class AdaptiveThreshold:
     def __init__(self, target_seconds: float, events: Any = None) -> None:
         self.target_seconds = target_seconds
         self._events = events
-        self._stats: dict[str, tuple[float, float]] = {}
+        self._stats: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def observe(self, model: str, ttfc: float, tokens_per_second: float) -> None:
@@ -40,6 +42,9 @@ class AdaptiveThreshold:
                 ttfc = old[0] + _ALPHA * (ttfc - old[0])
                 tokens_per_second = old[1] + _ALPHA * (tokens_per_second - old[1])
             self._stats[model] = (ttfc, tokens_per_second)
+            self._stats.move_to_end(model)
+            while len(self._stats) > MAX_MODELS:
+                self._stats.popitem(last=False)
         value = self.threshold(model)
         if value is not None and self._events is not None:
             self._events.adaptive_threshold(model, float(value))
