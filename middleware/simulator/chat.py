@@ -14,6 +14,7 @@ from typing import Any
 from .call import Call, Services, StreamFaults
 from .exchange import sse_data
 from .generation import Generated, generate, split_trailing_assistant
+from .shapes import check_chat, problem
 
 FINGERPRINT = "fp_simulator"
 
@@ -59,6 +60,9 @@ def validate(body: Mapping[str, Any]) -> str | None:
     """An error message when the request is not one the simulator serves."""
     if not isinstance(body.get("messages"), list) or not body["messages"]:
         return "'messages' must be a non-empty array."
+    wrong_type = problem(check_chat, body)
+    if wrong_type is not None:
+        return wrong_type
     if body.get("n", 1) not in (1, None):
         return "The simulator supports only n=1."
     return None

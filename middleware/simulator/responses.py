@@ -19,6 +19,7 @@ from .faults import Fault
 from .generation import generate as generate_output
 from .generation import split_trailing_assistant
 from .response_events import ResponseRun
+from .shapes import check_responses, problem
 
 
 class ResponseRecord:
@@ -92,7 +93,7 @@ def validate(body: Mapping[str, Any]) -> str | None:
     """An error message when the request cannot be served."""
     if not _normalise_input(body):
         return "'input' must be a non-empty string or array."
-    return None
+    return problem(check_responses, body)
 
 
 async def _produce(svc: Services, call: Call, record: ResponseRecord) -> None:
