@@ -311,8 +311,11 @@ class Recorder:
             if estimate.predicted_output_tokens is not None:
                 attrs[n.A_EST_PREDICTED_OUTPUT_TOKENS] = estimate.predicted_output_tokens
             ctx.span.add_event(n.E_ESTIMATE, attrs)
-            if estimate.estimator != "tiktoken":  # the call's estimate came from the documented fallback
-                ctx.span.add_event(n.E_TELEMETRY_DEGRADED, {n.A_ESTIMATOR: estimate.estimator})
+            if estimate.estimator != "tiktoken":  # the call's estimate came (partly) from the documented fallback
+                degraded: dict[str, Any] = {n.A_ESTIMATOR: estimate.estimator}
+                if getattr(estimate, "fallback", ()):  # the body parts the rules could not read (closed reason codes)
+                    degraded[n.A_REASON] = list(estimate.fallback)
+                ctx.span.add_event(n.E_TELEMETRY_DEGRADED, degraded)
         model = ctx.model_label
         self._estimates.add((model, ctx.operation, estimate.estimator))
         hist = self._estimated
