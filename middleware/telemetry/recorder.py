@@ -17,6 +17,7 @@ Cost discipline (this runs on every call and every chunk):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -24,7 +25,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ParamSpec, TypeVar
 
 from opentelemetry import metrics as otel_metrics
@@ -171,9 +172,20 @@ class Recorder:
         slow_throttle_seconds: float = 1.0,
     ) -> None:
         self.registry = registry if registry is not None else REGISTRY
-        self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(TRACER_NAME, __version__)
-        provider = meter_provider or otel_metrics.get_meter_provider()
-        meter = provider.get_meter(TRACER_NAME, __version__)
+        # A provider, tracer, meter or registry that fails leaves that side off (counted once the store exists):
+        # building a recorder (and so protect()) never raises because of telemetry.
+        failures: list[tuple[str, BaseException]] = []
+        try:
+            self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(TRACER_NAME, __version__)
+        except Exception as exc:
+            failures.append(("tracer", exc))
+            self.tracer = trace.NoOpTracer()
+        provider: Any = meter_provider or otel_metrics.get_meter_provider()
+        try:
+            meter = provider.get_meter(TRACER_NAME, __version__)
+        except Exception as exc:
+            failures.append(("meter", exc))
+            provider, meter = None, otel_metrics.NoOpMeter(TRACER_NAME)
         self.m = m = Instruments(self.registry, provider, meter, explicit_provider=meter_provider is not None)
         if capture_content is None:
             capture_content = os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() in ("1", "true", "yes")
@@ -182,6 +194,8 @@ class Recorder:
         self._max_chunk_events = max_chunk_events
         self._warned: set[str] = set()
         self.telemetry_errors = 0
+        for component, failure in (*failures, *m.failures):
+            self.telemetry_error(component, failure)
         self.logs = CallLog(slow_throttle_seconds)
         # The instruments of the per-call path, bound once.
         self._inflight = m[n.INFLIGHT]
@@ -234,8 +248,11 @@ class Recorder:
             return self._max_chunk_events
         if not ctx.recording:
             return 0
-        limits = getattr(ctx.span, "_limits", None)
-        max_events = getattr(limits, "max_events", None)
+        try:
+            max_events = getattr(getattr(ctx.span, "_limits", None), "max_events", None)
+        except Exception as exc:  # a span whose attributes raise: no chunk events
+            self.telemetry_error("span", exc)
+            return 0
         if isinstance(max_events, int) and max_events > 0:
             return max(0, max_events - RESERVED_SPAN_EVENTS)
         return 0
@@ -245,8 +262,12 @@ class Recorder:
         return {n.EXEMPLAR_TRACE_ID: ctx.trace_id} if ctx.trace_id else None
 
     def _event(self, ctx: CallContext, name: str, attributes: Mapping[str, Any]) -> None:
+        """A span event when the call span records; a span that fails is counted, and the caller's metrics go on."""
         if ctx.recording:
-            ctx.span.add_event(name, attributes)
+            try:
+                ctx.span.add_event(name, attributes)
+            except Exception as exc:
+                self.telemetry_error("span", exc)
 
     # ------------------------------------------------------------------ call lifecycle
     def start_call(
@@ -290,11 +311,14 @@ class Recorder:
             if sc.is_valid and sc.trace_flags.sampled:
                 ctx.trace_id = format(sc.trace_id, "032x")
                 ctx.span_id = format(sc.span_id, "016x")
-            self.m.gate.refresh()
             if self.capture_content and ctx.recording:
                 content = body.get("messages") or body.get("input")
                 if content is not None:
                     span.set_attribute(n.A_INPUT_MESSAGES, json.dumps(content, default=str)[:65536])
+        except Exception as exc:  # the span fails: the call goes on, its metrics too
+            self.telemetry_error("span", exc)
+        try:
+            self.m.gate.refresh()
             self._inflight.delta((operation,), 1)
         except Exception as exc:
             self.telemetry_error("start_call", exc)
@@ -310,12 +334,12 @@ class Recorder:
                 attrs[n.A_EST_MAX_OUTPUT_TOKENS] = estimate.max_output_tokens
             if estimate.predicted_output_tokens is not None:
                 attrs[n.A_EST_PREDICTED_OUTPUT_TOKENS] = estimate.predicted_output_tokens
-            ctx.span.add_event(n.E_ESTIMATE, attrs)
+            self._event(ctx, n.E_ESTIMATE, attrs)
             if estimate.estimator != "tiktoken":  # the call's estimate came (partly) from the documented fallback
                 degraded: dict[str, Any] = {n.A_ESTIMATOR: estimate.estimator}
                 if getattr(estimate, "fallback", ()):  # the body parts the rules could not read (closed reason codes)
                     degraded[n.A_REASON] = list(estimate.fallback)
-                ctx.span.add_event(n.E_TELEMETRY_DEGRADED, degraded)
+                self._event(ctx, n.E_TELEMETRY_DEGRADED, degraded)
         model = ctx.model_label
         self._estimates.add((model, ctx.operation, estimate.estimator))
         hist = self._estimated
@@ -329,7 +353,7 @@ class Recorder:
     def throttled(self, ctx: CallContext, *, decision: str, reason: str, wait_seconds: float, tokens: int) -> None:
         """A limiter decision for this call: admitted at once, waited, or refused."""
         if ctx.recording:
-            ctx.span.add_event(n.E_THROTTLE, {
+            self._event(ctx, n.E_THROTTLE, {
                 n.A_DECISION: decision, n.A_REASON: reason, n.A_WAIT_SECONDS: wait_seconds,
                 n.A_RESERVED_TOKENS: tokens, n.A_LIMITER_KEY: ctx.limiter_key.id if ctx.limiter_key else "",
             })
@@ -373,20 +397,23 @@ class Recorder:
     ) -> None:
         """Close an attempt span with its outcome and count the attempt; ``keep_open`` (a streamed response)
         leaves the span open until the body ends (:meth:`end_stream_attempt`)."""
-        if span.is_recording():
-            attrs: dict[str, Any] = {n.A_REASON: reason}
-            if status is not None:
-                attrs[n.A_HTTP_STATUS] = status
-            if request_id:
-                attrs[n.A_UPSTREAM_REQUEST_ID] = request_id
-            if outcome != n.ATTEMPT_SUCCESS:
-                attrs[n.A_ERROR_TYPE] = error_type or reason
-                span.set_status(Status(StatusCode.ERROR, reason))
-            span.set_attributes(attrs)
+        try:
+            if span.is_recording():
+                attrs: dict[str, Any] = {n.A_REASON: reason}
+                if status is not None:
+                    attrs[n.A_HTTP_STATUS] = status
+                if request_id:
+                    attrs[n.A_UPSTREAM_REQUEST_ID] = request_id
+                if outcome != n.ATTEMPT_SUCCESS:
+                    attrs[n.A_ERROR_TYPE] = error_type or reason
+                    span.set_status(Status(StatusCode.ERROR, reason))
+                span.set_attributes(attrs)
+        except Exception as exc:  # the span fails: it is still ended, and the attempt still counted
+            self.telemetry_error("span", exc)
         if keep_open:
             ctx.attempt_span = span
         else:
-            span.end()
+            self._end_span(span)
         self._attempts.add((ctx.model_label, ctx.operation, outcome, reason))
 
     @_guarded()
@@ -397,10 +424,13 @@ class Recorder:
         if span is None:
             return
         ctx.attempt_span = None
-        if cause is not None and span.is_recording():
-            span.set_attributes({n.A_ERROR_TYPE: cause, n.A_REASON: "stream_broken"})
-            span.set_status(Status(StatusCode.ERROR, cause))
-        span.end()
+        try:
+            if cause is not None and span.is_recording():
+                span.set_attributes({n.A_ERROR_TYPE: cause, n.A_REASON: "stream_broken"})
+                span.set_status(Status(StatusCode.ERROR, cause))
+        except Exception as exc:
+            self.telemetry_error("span", exc)
+        self._end_span(span)
 
     @_guarded()
     def backoff(self, ctx: CallContext, *, attempt: int, delay_seconds: float, reason: str) -> None:
@@ -452,17 +482,26 @@ class Recorder:
         self._duration.observe((model, operation, etype), duration, exemplar)
         self._requests.add((model, operation, n.OUTCOME_ERROR if etype else n.OUTCOME_SUCCESS, etype))
         if ctx.recording:
-            span.set_attributes(self._end_attributes(ctx, etype, error))
-            if etype:
-                # The status and the exception event carry the error's type (and code); its message may echo
-                # the prompt back, so it is kept only when content capture is on.
-                span.set_status(Status(StatusCode.ERROR, str(error)[:200] if self.capture_content and error
-                                       else etype))
-                if error is not None:
-                    self._exception_event(span, error)
-        span.end()
+            try:
+                span.set_attributes(self._end_attributes(ctx, etype, error))
+                if etype:
+                    # The status and the exception event carry the error's type (and code); its message may echo
+                    # the prompt back, so it is kept only when content capture is on.
+                    span.set_status(Status(StatusCode.ERROR, str(error)[:200] if self.capture_content and error
+                                           else etype))
+                    if error is not None:
+                        self._exception_event(span, error)
+            except Exception as exc:  # the span fails: it is still ended, the call still leaves the in-flight gauge
+                self.telemetry_error("span", exc)
+        self._end_span(span)
         self._inflight.delta((operation,), -1)
         self.logs.call_ended(ctx, etype, duration)
+
+    def _end_span(self, span: Any) -> None:
+        try:
+            span.end()
+        except Exception as exc:
+            self.telemetry_error("span", exc)
 
     def _end_attributes(self, ctx: CallContext, etype: str, error: BaseException | None) -> dict[str, Any]:
         attrs: dict[str, Any] = {}
@@ -542,7 +581,10 @@ class Recorder:
         ctx.first_chunk_at = at
         ttfc = at - ctx.started
         if ctx.recording:
-            ctx.span.set_attribute(n.A_TTFC, ttfc)
+            try:
+                ctx.span.set_attribute(n.A_TTFC, ttfc)
+            except Exception as exc:
+                self.telemetry_error("span", exc)
         self.m[n.TIME_TO_FIRST_CHUNK].observe((ctx.model_label, ctx.operation), ttfc, self._exemplar(ctx))
 
     def wants_chunk_event(self, ctx: CallContext, index: int) -> bool:
@@ -551,9 +593,9 @@ class Recorder:
 
     def chunk_event(self, ctx: CallContext, index: int, at: float | None = None) -> bool:
         """Add a span event for chunk ``index`` while under the span's event limit; False once over it."""
-        if ctx.chunk_events >= self.chunk_event_limit(ctx):
-            return False
         try:
+            if ctx.chunk_events >= self.chunk_event_limit(ctx):
+                return False
             ctx.span.add_event(n.E_CHUNK, {n.A_CHUNK_INDEX: index})
             ctx.chunk_events += 1
             ctx.last_chunk_event = index
@@ -576,13 +618,16 @@ class Recorder:
         """The stream ended (completed, error, closed_early, abandoned): last chunk event, summary, metrics."""
         labels = (ctx.model_label, ctx.operation)
         if ctx.recording:
-            if ctx.chunks and ctx.last_chunk_event != ctx.chunks:
-                self.chunk_event(ctx, ctx.chunks)
-            ctx.span.add_event(n.E_STREAM_SUMMARY, {
-                n.A_CHUNKS: ctx.chunks, n.A_CHUNKS_DROPPED: max(0, ctx.chunks - ctx.chunk_events),
-                n.A_STREAM_END: state,
-            })
-            ctx.span.set_attributes({n.A_STREAM_END: state, n.A_CHUNKS: ctx.chunks})
+            try:
+                if ctx.chunks and ctx.last_chunk_event != ctx.chunks:
+                    self.chunk_event(ctx, ctx.chunks)
+                ctx.span.add_event(n.E_STREAM_SUMMARY, {
+                    n.A_CHUNKS: ctx.chunks, n.A_CHUNKS_DROPPED: max(0, ctx.chunks - ctx.chunk_events),
+                    n.A_STREAM_END: state,
+                })
+                ctx.span.set_attributes({n.A_STREAM_END: state, n.A_CHUNKS: ctx.chunks})
+            except Exception as exc:  # the span fails: the stream's metrics below still close it
+                self.telemetry_error("span", exc)
         self.m[n.STREAM_DURATION].observe(labels, ctx.elapsed, self._exemplar(ctx))
         self.m[n.STREAM_ENDS].add((ctx.model_label, ctx.operation, state))
         if ctx.first_chunk_at is not None and ctx.output_tokens:
@@ -629,8 +674,11 @@ class Recorder:
     def forced_stream(self, ctx: CallContext, reason: str) -> None:
         """A non-streaming call is sent as a stream."""
         if ctx.recording:
-            ctx.span.set_attribute(n.A_FORCED_STREAM, True)
-            ctx.span.add_event(n.E_FORCED_STREAM, {n.A_REASON: reason})
+            try:
+                ctx.span.set_attribute(n.A_FORCED_STREAM, True)
+            except Exception as exc:
+                self.telemetry_error("span", exc)
+            self._event(ctx, n.E_FORCED_STREAM, {n.A_REASON: reason})
         self.m[n.FORCED_STREAMS].add((ctx.model_label, reason))
 
     @_guarded()
@@ -639,14 +687,36 @@ class Recorder:
         self.m[n.ADAPTIVE_THRESHOLD].set((self.model_label(model),), tokens)
 
     # ------------------------------------------------------------------ spans of their own
-    def operation_span(self, name: str, attributes: Mapping[str, Any]) -> Any:
+    @contextlib.contextmanager
+    def operation_span(self, name: str, attributes: Mapping[str, Any]) -> Iterator[Any]:
         """An INTERNAL span around a larger operation (``process_files``, ``resume_checkpoint``); use as a
-        context manager. Never raises: a failing tracer gives a non-recording span."""
+        context manager. Never raises of its own: a tracer failing on entry gives a non-recording span, one
+        failing on exit is counted; the operation's own exceptions pass through unchanged."""
+        manager: Any = None
+        span: Any = trace.INVALID_SPAN
         try:
-            return self.tracer.start_as_current_span(name, kind=SpanKind.INTERNAL, attributes=dict(attributes))
+            manager = self.tracer.start_as_current_span(name, kind=SpanKind.INTERNAL, attributes=dict(attributes))
+            span = manager.__enter__()
         except Exception as exc:
             self.telemetry_error("tracer", exc)
-            return trace.use_span(trace.INVALID_SPAN)
+            manager = None
+        if manager is None:
+            yield span
+            return
+        try:
+            yield span
+        except BaseException as error:
+            self._exit_span(manager, error)
+            raise
+        self._exit_span(manager, None)
+
+    def _exit_span(self, manager: Any, error: BaseException | None) -> None:
+        try:
+            manager.__exit__(type(error) if error is not None else None, error,
+                             error.__traceback__ if error is not None else None)
+        except Exception as exc:
+            if exc is not error:  # the tracer's own failure (its re-raise of ``error`` is not one)
+                self.telemetry_error("tracer", exc)
 
     # ------------------------------------------------------------------ cost (CostEvents and the call's budget)
     @_guarded()
