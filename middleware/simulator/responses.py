@@ -168,8 +168,8 @@ class ResponsesEndpoint:
             await self.svc.latency.sleep(self.svc.latency.pacer().total(len(run.pieces)))
             run.finish()
             self.store.add(_finished_record(run))
-            if call.fault is not None and call.fault.truncated_json:
-                await ex.send_truncated_json(run.snapshot)
+            if call.fault is not None and call.fault.cuts_json:
+                await ex.send_truncated_json(run.snapshot, whole_length=call.fault.truncated_json)
                 call.settle(gen.completion_tokens, False)
                 return
             ex.send_json(200, run.snapshot)
