@@ -22,9 +22,11 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ParamSpec, TypeVar
 
@@ -148,13 +150,32 @@ def labels_for(store: object, cap: int) -> ModelLabels:
         return labels
 
 
-def _error_code(error: BaseException) -> str | None:
-    """The upstream's error code or type (``insufficient_quota``, ``rate_limit_exceeded``), never its message."""
+_ERROR_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,63}")
+
+
+def _error_code(error: BaseException, secret: str | None = None) -> str | None:
+    """The upstream's error code or type (``insufficient_quota``, ``rate_limit_exceeded``), never its message.
+
+    Only identifier-like values pass (a letter, then letters, digits, ``_`` or ``.``; at most 4 digits): an
+    upstream that echoes the prompt or a credential into ``code`` does not get it onto spans.
+    """
     for attr in ("code", "type"):
         value = getattr(error, attr, None)
-        if isinstance(value, str) and value and len(value) <= 64:
+        if isinstance(value, str) and _ERROR_CODE.fullmatch(value) and sum(c.isdigit() for c in value) <= 4 \
+                and not (secret and secret in value):
             return value
     return None
+
+
+def _secret(ctx: CallContext) -> str | None:
+    """The call's API key, to keep out of what the recorder writes (None when too short to look for)."""
+    request = ctx.request
+    key = getattr(request, "api_key", None) if request is not None else None
+    return key if isinstance(key, str) and len(key) >= 8 else None
+
+
+def _redact(text: str, secret: str | None) -> str:
+    return text.replace(secret, "***") if secret and secret in text else text
 
 
 class Recorder:
@@ -487,10 +508,10 @@ class Recorder:
                 if etype:
                     # The status and the exception event carry the error's type (and code); its message may echo
                     # the prompt back, so it is kept only when content capture is on.
-                    span.set_status(Status(StatusCode.ERROR, str(error)[:200] if self.capture_content and error
-                                           else etype))
+                    span.set_status(Status(StatusCode.ERROR, _redact(str(error), _secret(ctx))[:200]
+                                           if self.capture_content and error else etype))
                     if error is not None:
-                        self._exception_event(span, error)
+                        self._exception_event(ctx, span, error)
             except Exception as exc:  # the span fails: it is still ended, the call still leaves the in-flight gauge
                 self.telemetry_error("span", exc)
         self._end_span(span)
@@ -534,21 +555,25 @@ class Recorder:
                 attrs[n.A_COST_PRICED_AS] = cost.priced_as
         if etype:
             attrs[n.A_ERROR_TYPE] = etype
-            code = _error_code(error) if error is not None else None
+            code = _error_code(error, _secret(ctx)) if error is not None else None
             if code:
                 attrs[n.A_ERROR_CODE] = code
         if self.capture_content and ctx.output_text is not None:
             attrs[n.A_OUTPUT_MESSAGES] = ctx.output_text[:65536]
         return attrs
 
-    def _exception_event(self, span: Any, error: BaseException) -> None:
-        """The semconv ``exception`` event; the message and stack trace only with content capture."""
+    def _exception_event(self, ctx: CallContext, span: Any, error: BaseException) -> None:
+        """The semconv ``exception`` event; the message and stack trace only with content capture (and even
+        then never the call's API key, which some upstreams echo in their error messages)."""
+        secret = _secret(ctx)
         attrs: dict[str, Any] = {"exception.type": type(error).__qualname__}
-        code = _error_code(error)
+        code = _error_code(error, secret)
         if code:
             attrs[n.A_ERROR_CODE] = code
         if self.capture_content:
-            span.record_exception(error)
+            stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            span.record_exception(error, attributes={"exception.message": _redact(str(error), secret),
+                                                     "exception.stacktrace": _redact(stack, secret)})
             return
         span.add_event("exception", attrs)
 
