@@ -60,15 +60,13 @@ _MAX_N = 128  # the API's bound on ``n``
 
 def _ceiling(value: Any) -> int | None:
     """A token count the API could accept: a non-negative int within the 32-bit range (not a bool)."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_OUTPUT_CEILING:
-        return value
-    return None
+    return value if type(value) is int and 0 <= value <= MAX_OUTPUT_CEILING else None
 
 
 def _max_output(operation: str, body: Mapping[str, Any], tally: Tally) -> int | None:
     if operation == "embeddings":
         return 0
-    keys = ("max_output_tokens",) if operation == "responses" else ("max_completion_tokens", "max_tokens")
+    keys = _RESPONSES_KEYS if operation == "responses" else _CHAT_KEYS
     for key in keys:
         raw = body.get(key)
         if raw is None:
@@ -79,19 +77,34 @@ def _max_output(operation: str, body: Mapping[str, Any], tally: Tally) -> int | 
             continue
         if operation == "chat":
             n = body.get("n")
-            if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= _MAX_N):
-                tally.fell_back("n")
-            elif n is not None and n > 1:
-                value *= n
+            if n is not None:
+                if type(n) is not int or not 1 <= n <= _MAX_N:
+                    tally.fell_back("n")
+                elif n > 1:
+                    value *= n
         return value
     return None
+
+
+class _Unnoted(Tally):
+    """A tally that notes nothing (for callers that only want the number)."""
+
+    __slots__ = ()
+
+    def fell_back(self, reason: str) -> None:
+        """Nothing to note."""
+
+
+_UNNOTED = _Unnoted()
+_CHAT_KEYS = ("max_completion_tokens", "max_tokens")
+_RESPONSES_KEYS = ("max_output_tokens",)
 
 
 def max_output_tokens(operation: str, body: Mapping[str, Any]) -> int | None:
     """Output ceiling of a call: chat ``max_completion_tokens``/``max_tokens`` times ``n``; Responses
     ``max_output_tokens``; 0 for embeddings; None when the body sets no ceiling the API could accept
     (negative, beyond ``MAX_OUTPUT_CEILING``, not an integer)."""
-    return _max_output(operation, body, Tally())
+    return _max_output(operation, body, _UNNOTED)
 
 
 class TokenEstimator:
@@ -169,7 +182,12 @@ class TokenEstimator:
             ceiling = None
         if predicted_output is not None and ceiling is not None:
             predicted_output = min(predicted_output, ceiling)
-        prompt = _count(operation, body, counter, model, tally)
+        if operation not in _OPERATIONS:
+            raise ValueError(f"unknown operation {operation!r}: expected 'chat', 'responses' or 'embeddings'")
+        try:
+            prompt = count_body(operation, body, counter, model, tally)
+        except Exception:  # the per-part guards did not hold (a Mapping whose lookups raise): the body's bytes
+            prompt = tally.fallback("body", body)
         if tally.reasons:
             _note_fallback(tally.reasons)
         return Estimate(
@@ -186,9 +204,12 @@ class TokenEstimator:
         return self._cache.stats()
 
 
+_OPERATIONS = frozenset({"chat", "responses", "embeddings"})
+
+
 def _count(operation: str, body: Mapping[str, Any], counter: TextCounter, model: str, tally: Tally) -> int:
     """count_body, with the whole body by its bytes should the per-part guards not hold (never raises)."""
-    if operation not in ("chat", "responses", "embeddings"):
+    if operation not in _OPERATIONS:
         raise ValueError(f"unknown operation {operation!r}: expected 'chat', 'responses' or 'embeddings'")
     try:
         return count_body(operation, body, counter, model, tally)

@@ -129,7 +129,7 @@ def _uncached(tools: list[Any], counter: TextCounter, tally: Tally) -> int:
 def count_tools(tools: Any, counter: TextCounter, tally: Tally | None = None) -> int:
     """Tokens of a tools (or legacy ``functions``) list, cached per list content."""
     tally = tally if tally is not None else Tally()
-    if not isinstance(tools, list | tuple):
+    if not isinstance(tools, (list, tuple)):
         return tally.fallback("tools", tools)
     items = list(tools)
     if not items:
