@@ -421,11 +421,28 @@ class InstanceOf:
 _SHOWN_CHARS = 60
 
 
+_SECRET_PREFIXES = ("sk-", "sess-", "bearer ", "basic ", "xox", "ghp_", "gho_", "github_pat_", "glpat-", "eyj")
+_TOKEN_LIKE = re.compile(r"[A-Za-z0-9_\-+/=.]{24,}")
+
+
+def looks_secret(text: str) -> bool:
+    """True for a value that may be a credential pasted into the wrong variable (an API key, a bearer token,
+    a JWT, a long unbroken token with letters and digits): error messages never show it."""
+    stripped = text.strip()
+    if stripped.lower().startswith(_SECRET_PREFIXES):
+        return True
+    return bool(_TOKEN_LIKE.fullmatch(stripped)) and any(c.isdigit() for c in stripped) \
+        and any(c.isalpha() for c in stripped) and "/" not in stripped.strip("/")
+
+
 def _shown(value: Any) -> str:
-    """``value`` for a message: credentials in URLs redacted, long values cut."""
+    """``value`` for a message: credentials in URLs redacted, what looks like a credential not shown at all,
+    long values cut."""
     if isinstance(value, str | os.PathLike):
         text = os.fspath(value)
         text = text if isinstance(text, str) else repr(text)
+        if looks_secret(text):
+            return f"<{len(text)} characters, not shown: it looks like a credential>"
         if "@" in text:
             text = RedisUrl.redact(text)
         if len(text) > _SHOWN_CHARS:
@@ -438,6 +455,8 @@ def _shown(value: Any) -> str:
 def config_error(setting: str, spec: Spec, value: Any, why: str = "") -> ConfigError:
     """The one error format: ``SETTING=VALUE is not allowed (why): expected ALLOWED``."""
     shown = _shown(value)
+    if isinstance(value, str) and value and looks_secret(value):
+        why = why.replace(value, "***").replace(value.strip(), "***")
     detail = f" ({why})" if why else ""
     return ConfigError(f"{setting}={shown} is not allowed{detail}: expected {spec.allowed}",
                        setting=setting, value=shown, allowed=spec.allowed)

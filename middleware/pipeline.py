@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import time
 import weakref
 from collections.abc import Generator, Mapping, Sequence
@@ -41,7 +40,7 @@ from .streaming.services import StreamingServices
 from .telemetry import names as n
 from .telemetry.recorder import Recorder
 from .tokens import Estimate, OutputPredictor, TokenEstimator, max_output_tokens
-from .tokens.text import fallback_count
+from .tokens.tally import fallback_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,9 +248,9 @@ class Pipeline:
             self.recorder.telemetry_error("predict", exc)
         try:
             est = self.estimator.estimate(ctx.operation, ctx.model, body, predicted_output=predicted)
-        except Exception as exc:  # a body the estimator cannot read: estimate its bytes, let the API judge it
+        except Exception as exc:  # safety net (the estimator reads hostile bodies part by part): the body's bytes
             self.recorder.telemetry_error("estimate", exc)
-            est = Estimate(_fallback_prompt_tokens(body), est_max, predicted, "fallback", "bytes")
+            est = Estimate(fallback_tokens(body), est_max, predicted, "fallback", "bytes", ("body",))
         ctx.estimate = est
         if record:
             self.recorder.estimate(ctx, est)
@@ -572,12 +571,3 @@ class Pipeline:
                 with contextlib.suppress(Exception):
                     gen.close()
                 raise
-
-
-def _fallback_prompt_tokens(body: Mapping[str, Any]) -> int:
-    """The documented byte-length estimate of a whole body (for bodies the estimator cannot read)."""
-    try:
-        text = json.dumps(body, default=str)
-    except Exception:  # circular or hostile structures: the repr is still bounded by the body's size
-        text = repr(body)
-    return fallback_count(text)

@@ -265,6 +265,9 @@ class SdkRequest:
             text = response.text
         except Exception:
             text = ""
+        key = self.api_key
+        if len(key) >= 8 and key in text:  # some gateways echo the request's credentials: never in our errors
+            text = text.replace(key, "***")
         excerpt = text[:_EXCERPT_CHARS]
         request_id = response.headers.get("x-request-id")
         return MalformedResponse(

@@ -14,6 +14,7 @@ from typing import Any
 from .call import Call, Services, StreamFaults
 from .exchange import sse_data
 from .generation import Generated, generate, split_trailing_assistant
+from .shapes import check_chat, problem
 
 FINGERPRINT = "fp_simulator"
 
@@ -59,6 +60,9 @@ def validate(body: Mapping[str, Any]) -> str | None:
     """An error message when the request is not one the simulator serves."""
     if not isinstance(body.get("messages"), list) or not body["messages"]:
         return "'messages' must be a non-empty array."
+    wrong_type = problem(check_chat, body)
+    if wrong_type is not None:
+        return wrong_type
     if body.get("n", 1) not in (1, None):
         return "The simulator supports only n=1."
     return None
@@ -101,8 +105,8 @@ async def _respond(svc: Services, call: Call, gen: Generated) -> None:
         "service_tier": "default",
         "system_fingerprint": FINGERPRINT,
     }
-    if call.fault is not None and call.fault.truncated_json:
-        await call.ex.send_truncated_json(payload)
+    if call.fault is not None and call.fault.cuts_json:
+        await call.ex.send_truncated_json(payload, whole_length=call.fault.truncated_json)
         call.settle(gen.completion_tokens, False)
         return
     call.ex.send_json(200, payload)
@@ -118,11 +122,15 @@ async def _stream(svc: Services, call: Call, gen: Generated) -> None:
     )[:-1]
     tail = ',"service_tier":"default","system_fingerprint":"' + FINGERPRINT + '"'
     tail += ',"usage":null}' if include_usage else "}"
+    fault = call.fault
+    usage_on_last = include_usage and fault is not None and fault.usage_on_last_chunk
+    usage_json = json.dumps(_usage(call.prompt_tokens, gen), separators=(",", ":"))
 
-    def frame(delta: str, finish: str | None = None) -> bytes:
+    def frame(delta: str, finish: str | None = None, with_usage: bool = False) -> bytes:
         finish_json = "null" if finish is None else f'"{finish}"'
         choice = f'[{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":{finish_json}}}]'
-        return sse_data(f'{head},"choices":{choice}{tail}')
+        end = tail.replace('"usage":null', f'"usage":{usage_json}') if with_usage else tail
+        return sse_data(f'{head},"choices":{choice}{end}')
 
     tool = gen.tool_call
     pieces = tool.arguments.pieces if tool is not None else gen.output.pieces
@@ -147,18 +155,20 @@ async def _stream(svc: Services, call: Call, gen: Generated) -> None:
         if ex.conn.client_gone:
             call.settle(sent, False)
             return
-        ex.sse(frame(content_delta.format(json.dumps(piece))))
+        ex.sse(frame(content_delta.format(json.dumps(piece)), with_usage=usage_on_last and index == len(pieces) - 1))
         sent += 1
         await ex.conn.drain()
     if not await faults.after(ex, sent):
         call.settle(sent, False)
         return
     finish = "tool_calls" if tool is not None else gen.output.finish_reason
-    ex.sse(frame("{}", finish))
-    if include_usage:
-        usage = json.dumps(_usage(call.prompt_tokens, gen), separators=(",", ":"))
-        ex.sse(sse_data(f'{head},"choices":[],"service_tier":"default",'
-                        f'"system_fingerprint":"{FINGERPRINT}","usage":{usage}}}'))
+    ex.sse(frame("{}", finish, with_usage=usage_on_last and not pieces))
+    if include_usage and not usage_on_last:
+        choices = "[]"
+        if fault is not None and fault.usage_chunk_with_empty_choice:  # LiteLLM's proxy: one choice, empty delta
+            choices = '[{"index":0,"delta":{},"logprobs":null,"finish_reason":null}]'
+        ex.sse(sse_data(f'{head},"choices":{choices},"service_tier":"default",'
+                        f'"system_fingerprint":"{FINGERPRINT}","usage":{usage_json}}}'))
     ex.sse(sse_data("[DONE]"))
     ex.end_sse()
     call.settle(gen.completion_tokens, True)

@@ -59,8 +59,8 @@ async def handle_embeddings(svc: Services, call: Call) -> None:
         "model": call.model,
         "usage": {"prompt_tokens": call.prompt_tokens, "total_tokens": call.prompt_tokens},
     }
-    if call.fault is not None and call.fault.truncated_json:
-        await call.ex.send_truncated_json(payload)
+    if call.fault is not None and call.fault.cuts_json:
+        await call.ex.send_truncated_json(payload, whole_length=call.fault.truncated_json)
         call.settle(0, False)
         return
     call.ex.send_json(200, payload)

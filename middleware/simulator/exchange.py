@@ -58,7 +58,10 @@ class Exchange:
 
     def send_json(self, status: int, payload: Any, extra: Iterable[tuple[str, str]] = ()) -> None:
         """Send a JSON response."""
-        body = json.dumps(payload, separators=(",", ":")).encode()
+        self.send_json_bytes(json.dumps(payload, separators=(",", ":")).encode(), status, extra)
+
+    def send_json_bytes(self, body: bytes, status: int = 200, extra: Iterable[tuple[str, str]] = ()) -> None:
+        """Send ``body`` as an ``application/json`` response, whatever it holds."""
         self.conn.send(status, [*self._base("application/json"), *extra], body)
 
     def send_error(
@@ -74,9 +77,13 @@ class Exchange:
         payload = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
         self.send_json(status, payload, extra)
 
-    async def send_truncated_json(self, payload: Any) -> None:
-        """Announce the full Content-Length, send half of the JSON body, then drop the connection."""
+    async def send_truncated_json(self, payload: Any, *, whole_length: bool = True) -> None:
+        """Send half of the JSON body. ``whole_length``: announce the full Content-Length and drop the connection
+        (the client's read breaks); else a complete HTTP response of the half (the client gets cut-short JSON)."""
         body = json.dumps(payload, separators=(",", ":")).encode()
+        if not whole_length:
+            self.send_json_bytes(body[: len(body) // 2])
+            return
         headers = [*self._base("application/json"), ("content-length", str(len(body)))]
         head = "HTTP/1.1 200 OK\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
         self.conn.send_raw(head.encode("latin-1") + body[: len(body) // 2])

@@ -15,6 +15,11 @@ Grammar: ``;``-separated items, each ``key`` or ``key=value``; keys combine free
     stall_after=N;stall_s=T       stream: pause T seconds (scaled) after N content chunks, then go on
     malformed_sse[=N]             stream: send a garbage ``data:`` line after N chunks (default: mid-stream)
     truncated_json                non-stream: right Content-Length, body cut in half, connection closed
+    truncate_body                 non-stream: a complete response whose JSON is cut in half (Content-Length of
+                                  what is sent, connection kept), as from a gateway that truncates bodies
+    usage_chunk_with_empty_choice stream with include_usage: the usage chunk carries one choice with an empty
+                                  delta instead of ``choices: []`` (LiteLLM's proxy does)
+    usage_on_last_chunk           stream with include_usage: no usage chunk; usage rides on the last content chunk
     bad_ratelimit_headers         answer normally but with unparseable ``x-ratelimit-*`` values
 
 ``x-sim-fault-once: KEY`` applies the request's ``x-sim-fault`` only the first time KEY is seen;
@@ -53,8 +58,11 @@ class Fault:
     stall_s: float = 1.0
     malformed_sse: int | None = None
     truncated_json: bool = False
+    truncate_body: bool = False
     too_large: bool = False
     bad_ratelimit_headers: bool = False
+    usage_chunk_with_empty_choice: bool = False
+    usage_on_last_chunk: bool = False
 
     @property
     def kind(self) -> str:
@@ -74,11 +82,16 @@ class Fault:
         ):
             if value is not None:
                 return name
-        if self.truncated_json:
-            return "truncated_json"
-        if self.bad_ratelimit_headers:
-            return "bad_ratelimit_headers"
+        for flag in ("truncated_json", "truncate_body", "bad_ratelimit_headers", "usage_chunk_with_empty_choice",
+                     "usage_on_last_chunk"):
+            if getattr(self, flag):
+                return flag
         return "delay" if self.delay_s else "none"
+
+    @property
+    def cuts_json(self) -> bool:
+        """A non-streamed JSON body is sent cut in half (``truncated_json`` or ``truncate_body``)."""
+        return self.truncated_json or self.truncate_body
 
     @property
     def is_error(self) -> bool:
@@ -105,7 +118,8 @@ def parse_fault(spec: str) -> Fault:
 
 
 def _apply(values: dict[str, Any], key: str, value: str | None) -> None:
-    flags = {"reset": "reset", "truncated_json": "truncated_json", "bad_ratelimit_headers": "bad_ratelimit_headers"}
+    flags = {name: name for name in ("reset", "truncated_json", "truncate_body", "bad_ratelimit_headers",
+                                     "usage_chunk_with_empty_choice", "usage_on_last_chunk")}
     ints = {"status": "status", "cut_after": "cut_after", "stall_after": "stall_after"}
     floats = {"retry_after": "retry_after_s", "stall_s": "stall_s", "delay": "delay_s"}
     texts = {"type": "error_type", "code": "code", "message": "message"}

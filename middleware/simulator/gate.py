@@ -83,6 +83,7 @@ class Gate:
     async def run(self, ex: Exchange, operation: str, validate: Validator, handler: Handler) -> None:
         """Admit one generation request and hand it to ``handler``, or answer with an error."""
         stats = self.svc.stats
+        stats.request()
         try:
             body = ex.request.json()
         except ValueError:

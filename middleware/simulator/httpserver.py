@@ -52,8 +52,11 @@ class Request:
     version: str
 
     def json(self) -> Any:
-        """The body parsed as JSON (``{}`` when empty)."""
-        return json.loads(self.body) if self.body else {}
+        """The body parsed as JSON (``{}`` when empty); ``ValueError`` when it is not JSON or nests too deep."""
+        try:
+            return json.loads(self.body) if self.body else {}
+        except RecursionError as exc:  # nesting deeper than the parser's stack: a 400, as for any unparsable body
+            raise ValueError("the JSON body nests too deeply") from exc
 
 
 async def read_request(reader: asyncio.StreamReader) -> Request | None:

@@ -19,6 +19,7 @@ from .faults import Fault
 from .generation import generate as generate_output
 from .generation import split_trailing_assistant
 from .response_events import ResponseRun
+from .shapes import check_responses, problem
 
 
 class ResponseRecord:
@@ -92,7 +93,7 @@ def validate(body: Mapping[str, Any]) -> str | None:
     """An error message when the request cannot be served."""
     if not _normalise_input(body):
         return "'input' must be a non-empty string or array."
-    return None
+    return problem(check_responses, body)
 
 
 async def _produce(svc: Services, call: Call, record: ResponseRecord) -> None:
@@ -167,8 +168,8 @@ class ResponsesEndpoint:
             await self.svc.latency.sleep(self.svc.latency.pacer().total(len(run.pieces)))
             run.finish()
             self.store.add(_finished_record(run))
-            if call.fault is not None and call.fault.truncated_json:
-                await ex.send_truncated_json(run.snapshot)
+            if call.fault is not None and call.fault.cuts_json:
+                await ex.send_truncated_json(run.snapshot, whole_length=call.fault.truncated_json)
                 call.settle(gen.completion_tokens, False)
                 return
             ex.send_json(200, run.snapshot)

@@ -49,6 +49,12 @@ class Stats:
         self._lock = threading.Lock()
         self._models: defaultdict[str, ModelStats] = defaultdict(ModelStats)
         self._times: defaultdict[str, list[float]] = defaultdict(list)
+        self._requests = 0
+
+    def request(self) -> None:
+        """A request reached a generation endpoint (counted before its body is read: unreadable ones too)."""
+        with self._lock:
+            self._requests += 1
 
     def received(self, model: str, tag: str | None, now: float) -> None:
         """A request arrived (``tag`` from ``x-sim-tag``)."""
@@ -99,10 +105,12 @@ class Stats:
         with self._lock:
             self._models.clear()
             self._times.clear()
+            self._requests = 0
 
     def snapshot(self) -> dict[str, Any]:
-        """Per-model counters and their totals."""
+        """Per-model counters and their totals; ``requests``: every request to a generation endpoint."""
         with self._lock:
+            requests = self._requests
             models = {name: entry.as_dict() for name, entry in self._models.items()}
             total = ModelStats()
             for entry in self._models.values():
@@ -114,4 +122,4 @@ class Stats:
                 total.tokens_charged += entry.tokens_charged
                 total.prompt_tokens += entry.prompt_tokens
                 total.completion_tokens += entry.completion_tokens
-        return {"models": models, "total": total.as_dict()}
+        return {"models": models, "total": total.as_dict(), "requests": requests}

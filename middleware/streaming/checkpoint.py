@@ -9,24 +9,49 @@ A checkpoint is one JSON document (format version 1)::
 
 Directory store: ``<dir>/<id>.json`` replaced atomically (write to a temporary file, rename), so
 concurrent writers and a ``kill -9`` mid-write never leave a torn file; expired files are skipped on
-load and swept on write. Redis store: ``SET key value EX ttl``.
+load and swept on write. A checkpoint holds a prompt and its partial answer: files are created 0600 and
+the folders the store creates 0700, whatever the umask. Only allow-listed request headers are stored
+(``StreamConfig.checkpoint_replay_headers``; the observer filters them), never credentials.
+
+Redis store: ``SET key value EX ttl``, on the stream consumer's own thread, so it must never stall it:
+short socket timeouts (``REDIS_TIMEOUT_SECONDS``), no client-side retries, and after a failure Redis is
+not asked again for ``REDIS_RETRY_AFTER_SECONDS`` (saves and deletes raise
+:class:`CheckpointUnavailable` at once, counted by the observer; the stream goes on, its previous
+checkpoint expires by its TTL). A Redis that accepts connections and never answers costs one timeout per
+window, not one per checkpoint. (The limiter's and the retry state's Redis policies are the same idea;
+``middleware/retry/redis_support.py``.)
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import CheckpointNotFound
+from ..errors import CheckpointNotFound, MiddlewareError
 from ..files import atomic_write
 
 FORMAT_VERSION = 1
 REDIS_PREFIX = "llm_middleware:checkpoint:"
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+REDIS_TIMEOUT_SECONDS = 0.25
+"""Connect and read timeout of the checkpoint Redis (a checkpoint is never worth stalling a stream for)."""
+REDIS_RETRY_AFTER_SECONDS = 5.0
+"""After a Redis failure, checkpoints skip Redis this long."""
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointUnavailable(MiddlewareError):
+    """The checkpoint store failed recently and is skipped for a while (the checkpoint was not written)."""
 
 
 @dataclass
@@ -109,7 +134,8 @@ class DirectoryStore:
         now = time.time()
         checkpoint.updated_at = now
         checkpoint.expires_at = now + ttl_seconds
-        atomic_write(self._path(checkpoint.id), checkpoint.to_json(), make_parents=True, fsync=False)
+        atomic_write(self._path(checkpoint.id), checkpoint.to_json(), mode=FILE_MODE, make_parents=True, fsync=False,
+                     dir_mode=DIR_MODE)
         if now - self._last_sweep > self.SWEEP_EVERY_SECONDS:
             self._last_sweep = now
             self.sweep(now)
@@ -151,24 +177,64 @@ class DirectoryStore:
         return removed
 
 
+def redis_client(url: str, timeout: float = REDIS_TIMEOUT_SECONDS) -> Any:
+    """A Redis client that fails fast: connect and read timeouts of ``timeout``, no client-side retries."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                retry=Retry(NoBackoff(), 0), health_check_interval=0)
+
+
+class FailFast:
+    """Fallback first: after a failure, the guarded calls are refused at once for ``retry_after`` seconds."""
+
+    def __init__(self, what: str, retry_after: float = REDIS_RETRY_AFTER_SECONDS,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.what = what
+        self.retry_after = retry_after
+        self._monotonic = monotonic
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """``fn()``; raises :class:`CheckpointUnavailable` while skipping, and starts skipping when it fails."""
+        if self._monotonic() < self._down_until:
+            raise CheckpointUnavailable(f"{self.what} skipped: it failed less than {self.retry_after:g}s ago")
+        try:
+            result = fn()
+        except Exception:
+            with self._lock:
+                first = self._down_until == 0.0
+                self._down_until = self._monotonic() + self.retry_after
+            if first:
+                log.warning("%s failed; skipping it for %gs after each failure", self.what, self.retry_after,
+                            exc_info=True)
+            raise
+        if self._down_until:
+            self._down_until = 0.0
+            log.warning("%s available again", self.what)
+        return result
+
+
 class RedisStore:
-    """Checkpoints as Redis strings with a TTL (``SET ... EX``)."""
+    """Checkpoints as Redis strings with a TTL (``SET ... EX``); fails fast and skips Redis after a failure."""
 
     backend = "redis"
 
-    def __init__(self, url: str, client: Any = None) -> None:
-        if client is None:
-            import redis
-
-            client = redis.Redis.from_url(url, socket_timeout=2.0)
-        self._redis = client
+    def __init__(self, url: str, client: Any = None, *, retry_after: float = REDIS_RETRY_AFTER_SECONDS,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._redis = client if client is not None else redis_client(url)
+        self.guard = FailFast("checkpoint Redis", retry_after, monotonic)
 
     def save(self, checkpoint: Checkpoint, ttl_seconds: float) -> None:
-        """SET with expiry."""
+        """SET with expiry (raises :class:`CheckpointUnavailable` at once while Redis is being skipped)."""
         now = time.time()
         checkpoint.updated_at = now
         checkpoint.expires_at = now + ttl_seconds
-        self._redis.set(REDIS_PREFIX + _valid_id(checkpoint.id), checkpoint.to_json(), ex=max(1, int(ttl_seconds)))
+        key, value = REDIS_PREFIX + _valid_id(checkpoint.id), checkpoint.to_json()
+        self.guard.call(lambda: self._redis.set(key, value, ex=max(1, int(ttl_seconds))))
 
     def load(self, checkpoint_id: str) -> Checkpoint:
         """GET; missing (or expired by Redis) raises CheckpointNotFound."""
@@ -178,8 +244,9 @@ class RedisStore:
         return Checkpoint.from_json(raw)
 
     def delete(self, checkpoint_id: str) -> None:
-        """DEL."""
-        self._redis.delete(REDIS_PREFIX + _valid_id(checkpoint_id))
+        """DEL (skipped while Redis is being skipped: the checkpoint then expires by its TTL)."""
+        key = REDIS_PREFIX + _valid_id(checkpoint_id)
+        self.guard.call(lambda: self._redis.delete(key))
 
 
 def store_for(checkpoint_dir: str | os.PathLike[str] | None, redis_url: str | None) -> CheckpointStore | None:

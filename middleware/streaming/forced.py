@@ -62,6 +62,8 @@ def force_reason(config: StreamConfig, adaptive: AdaptiveThreshold, model: str, 
     """Why this non-streaming chat body should be streamed ("adaptive", "threshold"), or None."""
     if body.get("stream") is True or body.get("n") not in (None, 1):
         return None
+    if not isinstance(body.get("stream_options"), dict | None):  # a shape the API refuses: sent as it is
+        return None
     max_out = max_output_tokens("chat", body)
     if max_out is None:
         return None

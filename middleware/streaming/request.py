@@ -27,7 +27,9 @@ def attempt_changes(config: StreamConfig, ctx: CallContext, request: Any
     new_body: dict[str, Any] | None = None
     if ctx.operation == "chat" and body:
         stream_options = body.get("stream_options")
-        if not isinstance(stream_options, dict) or "include_usage" not in stream_options:
+        # Usage is asked for unless the caller decided (include_usage set) or sent stream_options of a shape
+        # the API refuses (left as sent: the API answers it, as it would without the middleware).
+        if stream_options is None or (isinstance(stream_options, dict) and "include_usage" not in stream_options):
             ctx.include_usage_requested = False
             new_body = {**body, "stream_options": {**(stream_options or {}), "include_usage": True}}
     elif ctx.operation == "responses" and body:

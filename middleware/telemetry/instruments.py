@@ -57,6 +57,13 @@ class OtelGate:
         self._checked_at = -1.0
         self.refresh()
 
+    @classmethod
+    def off(cls) -> OtelGate:
+        """A gate that stays closed (a meter that failed: metrics stay on the Prometheus side)."""
+        gate = cls(True)
+        gate.active = False
+        return gate
+
     def refresh(self) -> None:
         """Recheck the global meter provider (at most once a second)."""
         if self._explicit:
@@ -154,6 +161,8 @@ class Store:
 
     def __init__(self) -> None:
         self.families: dict[str, Family] = {m.name: Family(m) for m in names.all_metrics()}
+        self.failures: list[tuple[str, BaseException]] = []
+        """Why the registry refused this store (counted by the first recorder that uses it)."""
         self._sides: weakref.WeakKeyDictionary[Any, _OtelSide] = weakref.WeakKeyDictionary()
         self._sides_lock = threading.Lock()
 
@@ -188,7 +197,10 @@ def store_for(registry: CollectorRegistry) -> Store:
             store = _STORES.get(registry)
             if store is None:
                 store = Store()
-                registry.register(store)  # type: ignore[arg-type]
+                try:
+                    registry.register(store)  # type: ignore[arg-type]
+                except Exception as exc:  # a registry that refuses it: the store is kept, just not exposed there
+                    store.failures.append(("registry", exc))
                 _STORES[registry] = store
     return store
 
@@ -197,12 +209,14 @@ def store_for(registry: CollectorRegistry) -> Store:
 class _OtelSide:
     """One recorder's OTel instruments over the store: callbacks for values, a queue for histograms."""
 
-    def __init__(self, store: Store, meter: otel_metrics.Meter, gate: OtelGate) -> None:
+    def __init__(self, store: Store, meter: otel_metrics.Meter | None, gate: OtelGate) -> None:
         self.store = store
         self.gate = gate
         self.pending: deque[tuple[Any, float, Mapping[str, str]]] = deque()
         self._attrs: dict[tuple[str, tuple[str, ...]], Mapping[str, str]] = {}
         self.histograms: dict[str, Any] = {}
+        if meter is None:  # the OTel side is off (its gate stays closed): no instruments
+            return
         for m in names.all_metrics():
             kwargs: dict[str, Any] = {"unit": m.unit, "description": m.help}
             if m.kind == "histogram":
@@ -325,11 +339,21 @@ class Instruments:
     """All instruments of the names module, by MetricDef name."""
 
     def __init__(
-        self, registry: CollectorRegistry, provider: otel_metrics.MeterProvider, meter: otel_metrics.Meter, *,
+        self, registry: CollectorRegistry, provider: otel_metrics.MeterProvider | None, meter: otel_metrics.Meter, *,
         explicit_provider: bool = False,
     ) -> None:
         self.store = store = store_for(registry)
-        self.otel = otel = store.otel_side(provider, meter, OtelGate(explicit_provider))
+        self.failures: list[tuple[str, BaseException]] = store.failures[:1]
+        """Failures met while building (registry, meter): the recorder counts them; the instruments still work."""
+        store.failures.clear()
+        try:
+            otel = store.otel_side(provider, meter, OtelGate(explicit_provider)) if provider is not None else None
+        except Exception as exc:  # a meter whose instruments cannot be created (or a provider we cannot key on)
+            self.failures.append(("meter", exc))
+            otel = None
+        if otel is None:  # the OTel side off: no instruments, behind a closed gate
+            otel = _OtelSide(store, None, OtelGate.off())
+        self.otel = otel
         self.gate = otel.gate
         self.by_name: dict[str, Instrument] = {
             name: Instrument(family, otel) for name, family in store.families.items()

@@ -22,9 +22,11 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ParamSpec, TypeVar
 
@@ -149,13 +151,32 @@ def labels_for(store: object, cap: int) -> ModelLabels:
         return labels
 
 
-def _error_code(error: BaseException) -> str | None:
-    """The upstream's error code or type (``insufficient_quota``, ``rate_limit_exceeded``), never its message."""
+_ERROR_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,63}")
+
+
+def _error_code(error: BaseException, secret: str | None = None) -> str | None:
+    """The upstream's error code or type (``insufficient_quota``, ``rate_limit_exceeded``), never its message.
+
+    Only identifier-like values pass (a letter, then letters, digits, ``_`` or ``.``; at most 4 digits): an
+    upstream that echoes the prompt or a credential into ``code`` does not get it onto spans.
+    """
     for attr in ("code", "type"):
         value = getattr(error, attr, None)
-        if isinstance(value, str) and value and len(value) <= 64:
+        if isinstance(value, str) and _ERROR_CODE.fullmatch(value) and sum(c.isdigit() for c in value) <= 4 \
+                and not (secret and secret in value):
             return value
     return None
+
+
+def _secret(ctx: CallContext) -> str | None:
+    """The call's API key, to keep out of what the recorder writes (None when too short to look for)."""
+    request = ctx.request
+    key = getattr(request, "api_key", None) if request is not None else None
+    return key if isinstance(key, str) and len(key) >= 8 else None
+
+
+def _redact(text: str, secret: str | None) -> str:
+    return text.replace(secret, "***") if secret and secret in text else text
 
 
 class Recorder:
@@ -175,9 +196,20 @@ class Recorder:
         """``slow_throttle_seconds``: limiter waits from this long get an INFO log record (None reads
         ``MIDDLEWARE_LOG_SLOW_THROTTLE_SECONDS``, default 1 s; a value not allowed raises ``ConfigError``)."""
         self.registry = registry if registry is not None else REGISTRY
-        self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(TRACER_NAME, __version__)
-        provider = meter_provider or otel_metrics.get_meter_provider()
-        meter = provider.get_meter(TRACER_NAME, __version__)
+        # A provider, tracer, meter or registry that fails leaves that side off (counted once the store exists):
+        # building a recorder (and so protect()) never raises because of telemetry.
+        failures: list[tuple[str, BaseException]] = []
+        try:
+            self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(TRACER_NAME, __version__)
+        except Exception as exc:
+            failures.append(("tracer", exc))
+            self.tracer = trace.NoOpTracer()
+        provider: Any = meter_provider or otel_metrics.get_meter_provider()
+        try:
+            meter = provider.get_meter(TRACER_NAME, __version__)
+        except Exception as exc:
+            failures.append(("meter", exc))
+            provider, meter = None, otel_metrics.NoOpMeter(TRACER_NAME)
         self.m = m = Instruments(self.registry, provider, meter, explicit_provider=meter_provider is not None)
         if capture_content is None:
             capture_content = os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() in ("1", "true", "yes")
@@ -190,6 +222,8 @@ class Recorder:
             from ..config import read_env
 
             slow_throttle_seconds = float(read_env(SLOW_THROTTLE_ENV))
+        for component, failure in (*failures, *m.failures):
+            self.telemetry_error(component, failure)
         self.logs = CallLog(slow_throttle_seconds)
         # The instruments of the per-call path, bound once.
         self._inflight = m[n.INFLIGHT]
@@ -242,8 +276,11 @@ class Recorder:
             return self._max_chunk_events
         if not ctx.recording:
             return 0
-        limits = getattr(ctx.span, "_limits", None)
-        max_events = getattr(limits, "max_events", None)
+        try:
+            max_events = getattr(getattr(ctx.span, "_limits", None), "max_events", None)
+        except Exception as exc:  # a span whose attributes raise: no chunk events
+            self.telemetry_error("span", exc)
+            return 0
         if isinstance(max_events, int) and max_events > 0:
             return max(0, max_events - RESERVED_SPAN_EVENTS)
         return 0
@@ -253,8 +290,12 @@ class Recorder:
         return {n.EXEMPLAR_TRACE_ID: ctx.trace_id} if ctx.trace_id else None
 
     def _event(self, ctx: CallContext, name: str, attributes: Mapping[str, Any]) -> None:
+        """A span event when the call span records; a span that fails is counted, and the caller's metrics go on."""
         if ctx.recording:
-            ctx.span.add_event(name, attributes)
+            try:
+                ctx.span.add_event(name, attributes)
+            except Exception as exc:
+                self.telemetry_error("span", exc)
 
     # ------------------------------------------------------------------ call lifecycle
     def start_call(
@@ -298,11 +339,14 @@ class Recorder:
             if sc.is_valid and sc.trace_flags.sampled:
                 ctx.trace_id = format(sc.trace_id, "032x")
                 ctx.span_id = format(sc.span_id, "016x")
-            self.m.gate.refresh()
             if self.capture_content and ctx.recording:
                 content = body.get("messages") or body.get("input")
                 if content is not None:
                     span.set_attribute(n.A_INPUT_MESSAGES, json.dumps(content, default=str)[:65536])
+        except Exception as exc:  # the span fails: the call goes on, its metrics too
+            self.telemetry_error("span", exc)
+        try:
+            self.m.gate.refresh()
             self._inflight.delta((operation,), 1)
         except Exception as exc:
             self.telemetry_error("start_call", exc)
@@ -318,9 +362,12 @@ class Recorder:
                 attrs[n.A_EST_MAX_OUTPUT_TOKENS] = estimate.max_output_tokens
             if estimate.predicted_output_tokens is not None:
                 attrs[n.A_EST_PREDICTED_OUTPUT_TOKENS] = estimate.predicted_output_tokens
-            ctx.span.add_event(n.E_ESTIMATE, attrs)
-            if estimate.estimator != "tiktoken":  # the call's estimate came from the documented fallback
-                ctx.span.add_event(n.E_TELEMETRY_DEGRADED, {n.A_ESTIMATOR: estimate.estimator})
+            self._event(ctx, n.E_ESTIMATE, attrs)
+            if estimate.estimator != "tiktoken":  # the call's estimate came (partly) from the documented fallback
+                degraded: dict[str, Any] = {n.A_ESTIMATOR: estimate.estimator}
+                if getattr(estimate, "fallback", ()):  # the body parts the rules could not read (closed reason codes)
+                    degraded[n.A_REASON] = list(estimate.fallback)
+                self._event(ctx, n.E_TELEMETRY_DEGRADED, degraded)
         model = ctx.model_label
         self._estimates.add((model, ctx.operation, estimate.estimator))
         hist = self._estimated
@@ -342,8 +389,7 @@ class Recorder:
                 n.A_DECISION: decision, n.A_REASON: reason, n.A_WAIT_SECONDS: wait_seconds,
                 n.A_RESERVED_TOKENS: tokens, n.A_LIMITER_KEY: ctx.limiter_key.id if ctx.limiter_key else "",
             }
-            if ctx.recording:
-                ctx.span.add_event(n.E_THROTTLE, attrs)
+            self._event(ctx, n.E_THROTTLE, attrs)
             if log:
                 self.logs.throttled(ctx, attrs, decision, reason, wait_seconds)
         model = ctx.model_label
@@ -385,20 +431,23 @@ class Recorder:
     ) -> None:
         """Close an attempt span with its outcome and count the attempt; ``keep_open`` (a streamed response)
         leaves the span open until the body ends (:meth:`end_stream_attempt`)."""
-        if span.is_recording():
-            attrs: dict[str, Any] = {n.A_REASON: reason}
-            if status is not None:
-                attrs[n.A_HTTP_STATUS] = status
-            if request_id:
-                attrs[n.A_UPSTREAM_REQUEST_ID] = request_id
-            if outcome != n.ATTEMPT_SUCCESS:
-                attrs[n.A_ERROR_TYPE] = error_type or reason
-                span.set_status(Status(StatusCode.ERROR, reason))
-            span.set_attributes(attrs)
+        try:
+            if span.is_recording():
+                attrs: dict[str, Any] = {n.A_REASON: reason}
+                if status is not None:
+                    attrs[n.A_HTTP_STATUS] = status
+                if request_id:
+                    attrs[n.A_UPSTREAM_REQUEST_ID] = request_id
+                if outcome != n.ATTEMPT_SUCCESS:
+                    attrs[n.A_ERROR_TYPE] = error_type or reason
+                    span.set_status(Status(StatusCode.ERROR, reason))
+                span.set_attributes(attrs)
+        except Exception as exc:  # the span fails: it is still ended, and the attempt still counted
+            self.telemetry_error("span", exc)
         if keep_open:
             ctx.attempt_span = span
         else:
-            span.end()
+            self._end_span(span)
         self._attempts.add((ctx.model_label, ctx.operation, outcome, reason))
 
     @_guarded()
@@ -409,10 +458,13 @@ class Recorder:
         if span is None:
             return
         ctx.attempt_span = None
-        if cause is not None and span.is_recording():
-            span.set_attributes({n.A_ERROR_TYPE: cause, n.A_REASON: "stream_broken"})
-            span.set_status(Status(StatusCode.ERROR, cause))
-        span.end()
+        try:
+            if cause is not None and span.is_recording():
+                span.set_attributes({n.A_ERROR_TYPE: cause, n.A_REASON: "stream_broken"})
+                span.set_status(Status(StatusCode.ERROR, cause))
+        except Exception as exc:
+            self.telemetry_error("span", exc)
+        self._end_span(span)
 
     @_guarded()
     def backoff(self, ctx: CallContext, *, attempt: int, delay_seconds: float, reason: str) -> None:
@@ -466,15 +518,18 @@ class Recorder:
         debug = self.logs.enabled(logging.DEBUG)
         attrs = self._end_attributes(ctx, etype, error) if ctx.recording or debug else {}
         if ctx.recording:
-            span.set_attributes(attrs)
-            if etype:
-                # The status and the exception event carry the error's type (and code); its message may echo
-                # the prompt back, so it is kept only when content capture is on.
-                span.set_status(Status(StatusCode.ERROR, str(error)[:200] if self.capture_content and error
-                                       else etype))
-                if error is not None:
-                    self._exception_event(span, error)
-        span.end()
+            try:
+                span.set_attributes(attrs)
+                if etype:
+                    # The status and the exception event carry the error's type (and code); its message may echo
+                    # the prompt back, so it is kept only when content capture is on.
+                    span.set_status(Status(StatusCode.ERROR, _redact(str(error), _secret(ctx))[:200]
+                                           if self.capture_content and error else etype))
+                    if error is not None:
+                        self._exception_event(ctx, span, error)
+            except Exception as exc:  # the span fails: it is still ended, the call still leaves the in-flight gauge
+                self.telemetry_error("span", exc)
+        self._end_span(span)
         self._inflight.delta((operation,), -1)
         if debug:
             if self.capture_content:  # the call span's start attribute, for the same fields as the span
@@ -482,6 +537,12 @@ class Recorder:
                 if content is not None:
                     attrs[n.A_INPUT_MESSAGES] = json.dumps(content, default=str)[:65536]
             self.logs.call_ended(ctx, attrs, etype, duration)
+
+    def _end_span(self, span: Any) -> None:
+        try:
+            span.end()
+        except Exception as exc:
+            self.telemetry_error("span", exc)
 
     def _end_attributes(self, ctx: CallContext, etype: str, error: BaseException | None) -> dict[str, Any]:
         attrs: dict[str, Any] = {}
@@ -511,21 +572,25 @@ class Recorder:
             attrs.update(cost_attributes(cost))
         if etype:
             attrs[n.A_ERROR_TYPE] = etype
-            code = _error_code(error) if error is not None else None
+            code = _error_code(error, _secret(ctx)) if error is not None else None
             if code:
                 attrs[n.A_ERROR_CODE] = code
         if self.capture_content and ctx.output_text is not None:
             attrs[n.A_OUTPUT_MESSAGES] = ctx.output_text[:65536]
         return attrs
 
-    def _exception_event(self, span: Any, error: BaseException) -> None:
-        """The semconv ``exception`` event; the message and stack trace only with content capture."""
+    def _exception_event(self, ctx: CallContext | None, span: Any, error: BaseException) -> None:
+        """The semconv ``exception`` event; the message and stack trace only with content capture (and even
+        then never the call's API key, which some upstreams echo in their error messages)."""
+        secret = _secret(ctx) if ctx is not None else ""
         attrs: dict[str, Any] = {"exception.type": type(error).__qualname__}
-        code = _error_code(error)
+        code = _error_code(error, secret)
         if code:
             attrs[n.A_ERROR_CODE] = code
         if self.capture_content:
-            span.record_exception(error)
+            stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            span.record_exception(error, attributes={"exception.message": _redact(str(error), secret),
+                                                     "exception.stacktrace": _redact(stack, secret)})
             return
         span.add_event("exception", attrs)
 
@@ -558,7 +623,10 @@ class Recorder:
         ctx.first_chunk_at = at
         ttfc = at - ctx.started
         if ctx.recording:
-            ctx.span.set_attribute(n.A_TTFC, ttfc)
+            try:
+                ctx.span.set_attribute(n.A_TTFC, ttfc)
+            except Exception as exc:
+                self.telemetry_error("span", exc)
         self.m[n.TIME_TO_FIRST_CHUNK].observe((ctx.model_label, ctx.operation), ttfc, self._exemplar(ctx))
 
     def wants_chunk_event(self, ctx: CallContext, index: int) -> bool:
@@ -567,9 +635,9 @@ class Recorder:
 
     def chunk_event(self, ctx: CallContext, index: int, at: float | None = None) -> bool:
         """Add a span event for chunk ``index`` while under the span's event limit; False once over it."""
-        if ctx.chunk_events >= self.chunk_event_limit(ctx):
-            return False
         try:
+            if ctx.chunk_events >= self.chunk_event_limit(ctx):
+                return False
             ctx.span.add_event(n.E_CHUNK, {n.A_CHUNK_INDEX: index})
             ctx.chunk_events += 1
             ctx.last_chunk_event = index
@@ -593,13 +661,16 @@ class Recorder:
         labels = (ctx.model_label, ctx.operation)
         ctx.stream_end = state
         if ctx.recording:
-            if ctx.chunks and ctx.last_chunk_event != ctx.chunks:
-                self.chunk_event(ctx, ctx.chunks)
-            ctx.span.add_event(n.E_STREAM_SUMMARY, {
-                n.A_CHUNKS: ctx.chunks, n.A_CHUNKS_DROPPED: max(0, ctx.chunks - ctx.chunk_events),
-                n.A_STREAM_END: state,
-            })
-            ctx.span.set_attributes({n.A_STREAM_END: state, n.A_CHUNKS: ctx.chunks})
+            try:
+                if ctx.chunks and ctx.last_chunk_event != ctx.chunks:
+                    self.chunk_event(ctx, ctx.chunks)
+                ctx.span.add_event(n.E_STREAM_SUMMARY, {
+                    n.A_CHUNKS: ctx.chunks, n.A_CHUNKS_DROPPED: max(0, ctx.chunks - ctx.chunk_events),
+                    n.A_STREAM_END: state,
+                })
+                ctx.span.set_attributes({n.A_STREAM_END: state, n.A_CHUNKS: ctx.chunks})
+            except Exception as exc:  # the span fails: the stream's metrics below still close it
+                self.telemetry_error("span", exc)
         self.m[n.STREAM_DURATION].observe(labels, ctx.elapsed, self._exemplar(ctx))
         self.m[n.STREAM_ENDS].add((ctx.model_label, ctx.operation, state))
         if ctx.first_chunk_at is not None and ctx.output_tokens:
@@ -646,8 +717,11 @@ class Recorder:
     def forced_stream(self, ctx: CallContext, reason: str) -> None:
         """A non-streaming call is sent as a stream."""
         if ctx.recording:
-            ctx.span.set_attribute(n.A_FORCED_STREAM, True)
-            ctx.span.add_event(n.E_FORCED_STREAM, {n.A_REASON: reason})
+            try:
+                ctx.span.set_attribute(n.A_FORCED_STREAM, True)
+            except Exception as exc:
+                self.telemetry_error("span", exc)
+            self._event(ctx, n.E_FORCED_STREAM, {n.A_REASON: reason})
         self.m[n.FORCED_STREAMS].add((ctx.model_label, reason))
 
     @_guarded()
@@ -685,7 +759,7 @@ class Recorder:
                 etype = type(error).__name__
                 span.set_attribute(n.A_ERROR_TYPE, etype)
                 span.set_status(Status(StatusCode.ERROR, str(error)[:200] if self.capture_content else etype))
-                self._exception_event(span, error)
+                self._exception_event(None, span, error)
         except Exception as exc:
             self.telemetry_error("operation_span", exc)
 

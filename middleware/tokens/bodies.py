@@ -19,6 +19,12 @@ Embeddings: a string or list of strings by their tokens; a token array by its le
 
 SDK objects passed back as input (``response.choices[0].message``, Responses output items) are
 read through their ``model_dump()``.
+
+Bodies the API would refuse (``messages=123``, ``role=5``, ``tools="x"``, a content part that is a
+number...) are still counted, never raised on: each part of a shape the rules do not read is counted
+by the byte estimate (:func:`~middleware.tokens.tally.fallback_tokens`) and its reason code noted in
+the call's :class:`~middleware.tokens.tally.Tally`; every other part keeps its rule. Each message,
+item and tool is counted on its own, so one that breaks a rule unexpectedly falls back alone.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .images import image_size_from_url, image_tokens
+from .tally import Tally
 from .text import TextCounter
 from .tools import count_json, count_tools
 
@@ -36,6 +43,7 @@ TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3
 TOOL_CALL_OVERHEAD = 4
+_SEQUENCES = (list, tuple)
 
 
 def _mapping(value: Any) -> Mapping[str, Any] | None:
@@ -49,156 +57,205 @@ def _mapping(value: Any) -> Mapping[str, Any] | None:
     return None
 
 
-def _image(spec: Any, detail: Any, counter: TextCounter, model: str) -> int:
+def _image(spec: Any, detail: Any, model: str) -> int:
     url = spec if isinstance(spec, str) else ""
     size = image_size_from_url(url) if url.startswith("data:") else None
     return image_tokens(detail if isinstance(detail, str) else None, size, model)
 
 
-def _parts(content: Any, counter: TextCounter, model: str) -> int:
+def _part(part: Any, counter: TextCounter, model: str, tally: Tally) -> int:
+    if isinstance(part, str):
+        return counter.count(part)
+    if not isinstance(part, Mapping):
+        return tally.fallback("content", part)
+    kind = part.get("type")
+    if kind == "image_url":  # Chat Completions: {"image_url": {"url": ..., "detail": ...}}
+        spec = part.get("image_url")
+        spec = spec if isinstance(spec, Mapping) else {"url": spec}
+        return _image(spec.get("url"), spec.get("detail"), model)
+    if kind == "input_image":  # Responses: {"image_url": ..., "detail": ...}
+        return _image(part.get("image_url"), part.get("detail"), model)
+    text = part.get("text", part.get("refusal"))
+    if isinstance(text, str):
+        return counter.count(text)
+    if text is not None:
+        return tally.fallback("content", text)
+    return 0  # audio, file and other parts: their size cannot be known from the body
+
+
+def _parts(content: Any, counter: TextCounter, model: str, tally: Tally) -> int:
     if isinstance(content, str):
         return counter.count(content)
-    if not isinstance(content, list):
+    if content is None:
         return 0
+    if not isinstance(content, _SEQUENCES):
+        return tally.fallback("content", content)
     total = 0
     for part in content:
-        if isinstance(part, str):
-            total += counter.count(part)
-            continue
-        if not isinstance(part, Mapping):
-            continue
-        kind = part.get("type")
-        if kind == "image_url":  # Chat Completions: {"image_url": {"url": ..., "detail": ...}}
-            spec = part.get("image_url")
-            spec = spec if isinstance(spec, Mapping) else {"url": spec}
-            total += _image(spec.get("url"), spec.get("detail"), counter, model)
-        elif kind == "input_image":  # Responses: {"image_url": ..., "detail": ...}
-            total += _image(part.get("image_url"), part.get("detail"), counter, model)
-        else:
-            text = part.get("text", part.get("refusal"))
-            if isinstance(text, str):
-                total += counter.count(text)
+        try:
+            total += _part(part, counter, model, tally)
+        except Exception:  # a part no rule expected: it alone by its bytes
+            total += tally.fallback("content", part)
     return total
 
 
-def _call(raw: Any, counter: TextCounter) -> int:
+def _call(raw: Any, counter: TextCounter, tally: Tally, reason: str) -> int:
     fn = _mapping(raw)
     if fn is None:
-        return 0
-    name, args = fn.get("name"), fn.get("arguments")
-    return (
-        TOOL_CALL_OVERHEAD
-        + (counter.count(name) if isinstance(name, str) else 0)
-        + (counter.count(args) if isinstance(args, str) else 0)
-    )
+        return tally.fallback(reason, raw)
+    total = TOOL_CALL_OVERHEAD
+    for value in (fn.get("name"), fn.get("arguments")):
+        if isinstance(value, str):
+            total += counter.count(value)
+        elif value is not None:
+            total += tally.fallback(reason, value)
+    return total
 
 
-def _chat_message(message: Mapping[str, Any], counter: TextCounter, model: str) -> int:
+def _chat_message(message: Mapping[str, Any], counter: TextCounter, model: str, tally: Tally) -> int:
     total = TOKENS_PER_MESSAGE
     for key, value in message.items():
         if value is None:
             continue
         if key == "content":
-            total += _parts(value, counter, model)
+            total += _parts(value, counter, model, tally)
         elif key == "role":
-            total += counter.count_word(value)
+            total += counter.count_word(value) if isinstance(value, str) else tally.fallback("role", value)
         elif key == "name":
-            total += counter.count(value) + TOKENS_PER_NAME
+            total += (counter.count(value) if isinstance(value, str) else tally.fallback("name", value)) \
+                + TOKENS_PER_NAME
         elif key == "tool_calls":
+            if not isinstance(value, _SEQUENCES):
+                total += tally.fallback("tool_calls", value)
+                continue
             for raw in value:
                 call = _mapping(raw)
-                total += _call(call.get("function") if call is not None else None, counter)
+                total += _call(call.get("function"), counter, tally, "tool_calls") if call is not None \
+                    else tally.fallback("tool_calls", raw)
         elif key == "function_call":
-            total += _call(value, counter)
-        elif key == "refusal" and isinstance(value, str):
-            total += counter.count(value)
+            total += _call(value, counter, tally, "function_call")
+        elif key == "refusal":
+            total += counter.count(value) if isinstance(value, str) else tally.fallback("content", value)
     return total
 
 
-def _response_format(fmt: Any, counter: TextCounter) -> int:
-    if isinstance(fmt, Mapping) and fmt.get("type") == "json_schema":
-        return count_json(fmt.get("json_schema", fmt.get("schema")), counter)
+def _response_format(fmt: Any, counter: TextCounter, tally: Tally) -> int:
+    if isinstance(fmt, Mapping):
+        if fmt.get("type") == "json_schema":
+            return count_json(fmt.get("json_schema", fmt.get("schema")), counter, tally, "response_format")
+        return 0
+    return 0 if fmt is None or isinstance(fmt, str) else tally.fallback("response_format", fmt)
+
+
+def _tools(body: Mapping[str, Any], counter: TextCounter, tally: Tally, keys: tuple[str, ...]) -> int:
+    for key in keys:
+        tools = body.get(key)
+        if tools is not None and tools != []:
+            return count_tools(tools, counter, tally)
     return 0
 
 
-def count_chat(body: Mapping[str, Any], counter: TextCounter, model: str) -> int:
-    """Prompt tokens of a Chat Completions body."""
+def count_chat(body: Mapping[str, Any], counter: TextCounter, model: str, tally: Tally | None = None) -> int:
+    """Prompt tokens of a Chat Completions body (parts the rules cannot read noted in ``tally``)."""
+    tally = tally if tally is not None else Tally()
     total = REPLY_PRIMING
-    for raw in body.get("messages") or ():
-        message = _mapping(raw)
-        if message is not None:
-            total += _chat_message(message, counter, model)
-    tools = body.get("tools") or body.get("functions")
-    if tools:
-        total += count_tools(tools, counter)
+    messages = body.get("messages")
+    if isinstance(messages, _SEQUENCES):
+        for raw in messages:
+            try:
+                message = _mapping(raw)
+                total += _chat_message(message, counter, model, tally) if message is not None \
+                    else tally.fallback("message", raw)
+            except Exception:  # a message no rule expected: it alone by its bytes
+                total += tally.fallback("message", raw)
+    elif messages is not None:
+        total += tally.fallback("messages", messages)
+    total += _tools(body, counter, tally, ("tools", "functions"))
     if "response_format" in body:
-        total += _response_format(body["response_format"], counter)
+        total += _response_format(body["response_format"], counter, tally)
     return total
 
 
-def _response_item(raw: Any, counter: TextCounter, model: str) -> int:
+def _response_item(raw: Any, counter: TextCounter, model: str, tally: Tally) -> int:
     if isinstance(raw, str):
         return TOKENS_PER_MESSAGE + counter.count_word("user") + counter.count(raw)
     item = _mapping(raw)
     if item is None:
-        return 0
+        return tally.fallback("input", raw)
     kind = item.get("type", "message")
     if kind == "message" or ("role" in item and kind not in ("function_call", "function_call_output")):
         role = item.get("role")
-        role_tokens = counter.count_word(role) if isinstance(role, str) else 0
-        return TOKENS_PER_MESSAGE + role_tokens + _parts(item.get("content"), counter, model)
+        role_tokens = counter.count_word(role) if isinstance(role, str) else \
+            (tally.fallback("role", role) if role is not None else 0)
+        return TOKENS_PER_MESSAGE + role_tokens + _parts(item.get("content"), counter, model, tally)
     if kind == "function_call":
-        return _call(item, counter)
+        return _call(item, counter, tally, "input")
     if kind == "function_call_output":
-        return TOKENS_PER_MESSAGE + _parts(item.get("output"), counter, model)
-    return 0
+        return TOKENS_PER_MESSAGE + _parts(item.get("output"), counter, model, tally)
+    return 0  # reasoning, item references...: not counted
 
 
-def count_responses(body: Mapping[str, Any], counter: TextCounter, model: str) -> int:
-    """Prompt tokens of a Responses API body."""
+def count_responses(body: Mapping[str, Any], counter: TextCounter, model: str, tally: Tally | None = None) -> int:
+    """Prompt tokens of a Responses API body (parts the rules cannot read noted in ``tally``)."""
+    tally = tally if tally is not None else Tally()
     total = REPLY_PRIMING
     instructions = body.get("instructions")
-    if isinstance(instructions, str) and instructions:
-        total += TOKENS_PER_MESSAGE + counter.count_word("system") + counter.count(instructions)
+    if isinstance(instructions, str):
+        if instructions:
+            total += TOKENS_PER_MESSAGE + counter.count_word("system") + counter.count(instructions)
+    elif instructions is not None:
+        total += tally.fallback("instructions", instructions)
     items = body.get("input")
     if isinstance(items, str):
-        total += _response_item(items, counter, model)
-    elif isinstance(items, list):
+        total += _response_item(items, counter, model, tally)
+    elif isinstance(items, _SEQUENCES):
         for item in items:
-            total += _response_item(item, counter, model)
-    tools = body.get("tools")
-    if tools:
-        total += count_tools(tools, counter)
+            try:
+                total += _response_item(item, counter, model, tally)
+            except Exception:  # an item no rule expected: it alone by its bytes
+                total += tally.fallback("input", item)
+    elif items is not None:
+        total += tally.fallback("input", items)
+    total += _tools(body, counter, tally, ("tools",))
     text = body.get("text")
     if isinstance(text, Mapping):
-        total += _response_format(text.get("format"), counter)
+        total += _response_format(text.get("format"), counter, tally)
+    elif text is not None:
+        total += tally.fallback("text", text)
     return total
 
 
-def count_embeddings(body: Mapping[str, Any], counter: TextCounter) -> int:
+def count_embeddings(body: Mapping[str, Any], counter: TextCounter, tally: Tally | None = None) -> int:
     """Prompt tokens of an Embeddings body: strings by tokens, token arrays by length."""
+    tally = tally if tally is not None else Tally()
     data = body.get("input")
     if isinstance(data, str):
         return counter.count(data)
-    if not isinstance(data, list) or not data:
+    if data is None:
         return 0
+    if not isinstance(data, _SEQUENCES):
+        return tally.fallback("input", data)
     total = 0
     for item in data:
         if isinstance(item, str):
             total += counter.count(item)
         elif isinstance(item, int):
             total += 1
-        elif isinstance(item, list):
+        elif isinstance(item, _SEQUENCES):
             total += len(item)
+        else:
+            total += tally.fallback("input", item)
     return total
 
 
-def count_body(operation: str, body: Mapping[str, Any], counter: TextCounter, model: str) -> int:
+def count_body(
+    operation: str, body: Mapping[str, Any], counter: TextCounter, model: str, tally: Tally | None = None
+) -> int:
     """Dispatch on ``operation``: "chat", "responses" or "embeddings"."""
     if operation == "chat":
-        return count_chat(body, counter, model)
+        return count_chat(body, counter, model, tally)
     if operation == "responses":
-        return count_responses(body, counter, model)
+        return count_responses(body, counter, model, tally)
     if operation == "embeddings":
-        return count_embeddings(body, counter)
+        return count_embeddings(body, counter, tally)
     raise ValueError(f"unknown operation {operation!r}: expected 'chat', 'responses' or 'embeddings'")
