@@ -21,17 +21,20 @@ def cost_attributes(result: Cost | Unpriced) -> Attributes:
     """``llm_middleware.cost.*``: total and parts in USD and what it was priced as, or unpriced and why."""
     if isinstance(result, Unpriced):
         return {n.A_COST_UNPRICED: True, n.A_COST_UNPRICED_REASON: result.reason}
-    return {
+    attrs: Attributes = {
         n.A_COST_USD: result.total_usd,
         n.A_COST_INPUT_USD: result.input_usd,
-        n.A_COST_CACHED_INPUT_USD: result.cached_input_usd,
         n.A_COST_OUTPUT_USD: result.output_usd,
-        n.A_COST_REASONING_USD: result.reasoning_usd,
-        n.A_COST_SAVINGS_USD: result.cached_savings_usd,
         n.A_COST_PRICED_AS: result.priced_as,
-        n.A_COST_BATCH: result.batch,
-        n.A_COST_UNPRICED: False,
     }
+    # The parts most calls do not have are set only when they are there (fewer attributes on every span).
+    if result.cached_input_usd:
+        attrs[n.A_COST_CACHED_INPUT_USD] = result.cached_input_usd
+    if result.reasoning_usd:
+        attrs[n.A_COST_REASONING_USD] = result.reasoning_usd
+    if result.cached_savings_usd:
+        attrs[n.A_COST_SAVINGS_USD] = result.cached_savings_usd
+    return attrs
 
 
 def usage_attributes(usage: Usage) -> Attributes:

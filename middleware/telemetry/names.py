@@ -593,7 +593,6 @@ A_COST_OUTPUT_USD = "llm_middleware.cost.output_usd"
 A_COST_REASONING_USD = "llm_middleware.cost.reasoning_usd"
 A_COST_SAVINGS_USD = "llm_middleware.cost.cached_savings_usd"
 A_COST_PRICED_AS = "llm_middleware.cost.priced_as"
-A_COST_BATCH = "llm_middleware.cost.batch"
 A_COST_UNPRICED = "llm_middleware.cost.unpriced"
 A_COST_UNPRICED_REASON = "llm_middleware.cost.unpriced_reason"
 A_BUDGET = K_BUDGET

@@ -86,6 +86,17 @@ def call_span_kind() -> SpanKind:
     return SpanKind.CLIENT
 
 
+class _Attempt:
+    """An attempt whose span is made when it ends: its start time, number and (streams) the attributes so far."""
+
+    __slots__ = ("attempt", "attributes", "start_ns")
+
+    def __init__(self, start_ns: int, attempt: int) -> None:
+        self.start_ns = start_ns
+        self.attempt = attempt
+        self.attributes: dict[str, Any] | None = None
+
+
 def _guarded(default: Any = None) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorator: swallow and count any exception raised by a recorder method."""
 
@@ -399,22 +410,37 @@ class Recorder:
             self._reserved.add((model,), tokens)
 
     def start_attempt(self, ctx: CallContext, attempt: int) -> Any:
-        """Open the child span of one HTTP attempt (``http.request.resend_count`` = attempt - 1)."""
+        """Begin one HTTP attempt: its start time and number (``http.request.resend_count`` = attempt - 1).
+
+        The attempt's span is made once, when the attempt ends (:meth:`end_attempt`, or for a streamed response
+        :meth:`end_stream_attempt`), with its real start time and all its attributes in one go: one attribute
+        set and one span creation per attempt instead of a creation, later attribute and status updates and an
+        end. Nothing is made for a call that is not sampled.
+        """
+        if not ctx.recording:
+            return None
+        return _Attempt(time.time_ns(), attempt)
+
+    def _attempt_span(self, ctx: CallContext, handle: _Attempt, attributes: dict[str, Any],
+                      error: str | None) -> None:
+        """Create and end the span of a finished attempt (never raises)."""
         try:
-            if not ctx.recording:
-                return trace.INVALID_SPAN
             method = ctx.request.method if ctx.request is not None else "POST"
-            attributes: dict[str, Any] = {n.A_HTTP_METHOD: method, n.A_URL_TEMPLATE: ctx.route, n.A_ATTEMPT: attempt}
-            if attempt > 1:
-                attributes[n.A_HTTP_RESEND_COUNT] = attempt - 1
+            attributes[n.A_HTTP_METHOD] = method
+            attributes[n.A_URL_TEMPLATE] = ctx.route
+            attributes[n.A_ATTEMPT] = handle.attempt
+            if handle.attempt > 1:
+                attributes[n.A_HTTP_RESEND_COUNT] = handle.attempt - 1
             parent = ctx.parent_context
             if parent is None:
                 parent = ctx.parent_context = trace.set_span_in_context(ctx.span)
-            return self.tracer.start_span(n.SPAN_ATTEMPT.format(method=method, route=ctx.route), context=parent,
-                                          kind=SpanKind.CLIENT, attributes=attributes)
+            span = self.tracer.start_span(n.SPAN_ATTEMPT.format(method=method, route=ctx.route), context=parent,
+                                          kind=SpanKind.CLIENT, attributes=attributes, start_time=handle.start_ns)
+            if error is not None:
+                span.set_status(Status(StatusCode.ERROR, error))
+            span.end()
         except Exception as exc:
-            self.telemetry_error("start_attempt", exc)
-            return trace.INVALID_SPAN
+            self.telemetry_error("span", exc)
 
     @_guarded()
     def end_attempt(
@@ -429,42 +455,38 @@ class Recorder:
         request_id: str | None = None,
         keep_open: bool = False,
     ) -> None:
-        """Close an attempt span with its outcome and count the attempt; ``keep_open`` (a streamed response)
-        leaves the span open until the body ends (:meth:`end_stream_attempt`)."""
-        try:
-            if span.is_recording():
-                attrs: dict[str, Any] = {n.A_REASON: reason}
-                if status is not None:
-                    attrs[n.A_HTTP_STATUS] = status
-                if request_id:
-                    attrs[n.A_UPSTREAM_REQUEST_ID] = request_id
-                if outcome != n.ATTEMPT_SUCCESS:
-                    attrs[n.A_ERROR_TYPE] = error_type or reason
-                    span.set_status(Status(StatusCode.ERROR, reason))
-                span.set_attributes(attrs)
-        except Exception as exc:  # the span fails: it is still ended, and the attempt still counted
-            self.telemetry_error("span", exc)
+        """An attempt ended: count it and make its span; ``keep_open`` (a streamed response) defers the span
+        to the end of the body (:meth:`end_stream_attempt`), so that it covers the whole transfer."""
+        self._attempts.add((ctx.model_label, ctx.operation, outcome, reason))
+        if not isinstance(span, _Attempt):
+            return
+        attrs: dict[str, Any] = {n.A_REASON: reason}
+        if status is not None:
+            attrs[n.A_HTTP_STATUS] = status
+        if request_id:
+            attrs[n.A_UPSTREAM_REQUEST_ID] = request_id
+        failed = outcome != n.ATTEMPT_SUCCESS
+        if failed:
+            attrs[n.A_ERROR_TYPE] = error_type or reason
         if keep_open:
+            span.attributes = attrs
             ctx.attempt_span = span
         else:
-            self._end_span(span)
-        self._attempts.add((ctx.model_label, ctx.operation, outcome, reason))
+            self._attempt_span(ctx, span, attrs, reason if failed else None)
 
     @_guarded()
     def end_stream_attempt(self, ctx: CallContext, cause: str | None = None) -> None:
-        """End the attempt span of a streamed request when its body ends: OK, or ERROR with ``error.type``
-        the interruption's cause (a cut, a stall) — the span covers the whole transfer, not just the headers."""
-        span = ctx.attempt_span
-        if span is None:
+        """The body of a streamed attempt ended: its span, OK, or ERROR with ``error.type`` the interruption's
+        cause (a cut, a stall) — the span covers the whole transfer, not just the headers."""
+        handle = ctx.attempt_span
+        if not isinstance(handle, _Attempt):
             return
         ctx.attempt_span = None
-        try:
-            if cause is not None and span.is_recording():
-                span.set_attributes({n.A_ERROR_TYPE: cause, n.A_REASON: "stream_broken"})
-                span.set_status(Status(StatusCode.ERROR, cause))
-        except Exception as exc:
-            self.telemetry_error("span", exc)
-        self._end_span(span)
+        attrs = handle.attributes or {}
+        if cause is not None:
+            attrs[n.A_ERROR_TYPE] = cause
+            attrs[n.A_REASON] = "stream_broken"
+        self._attempt_span(ctx, handle, attrs, cause)
 
     @_guarded()
     def backoff(self, ctx: CallContext, *, attempt: int, delay_seconds: float, reason: str) -> None:
