@@ -51,9 +51,9 @@ class OtelGate:
 
     __slots__ = ("_checked_at", "_explicit", "active")
 
-    def __init__(self, explicit: bool) -> None:
+    def __init__(self, explicit: bool, provider: object = None) -> None:
         self._explicit = explicit
-        self.active = explicit
+        self.active = explicit and not _is_noop(provider)
         self._checked_at = -1.0
         self.refresh()
 
@@ -71,8 +71,12 @@ class OtelGate:
         now = time.monotonic()
         if now - self._checked_at > 1.0:
             self._checked_at = now
-            provider = otel_metrics.get_meter_provider()
-            self.active = type(provider).__name__ not in ("_ProxyMeterProvider", "NoOpMeterProvider")
+            self.active = not _is_noop(otel_metrics.get_meter_provider())
+
+
+def _is_noop(provider: object) -> bool:
+    """The API's own do-nothing providers (the global proxy before any is set, the explicit no-op)."""
+    return provider is not None and type(provider).__name__ in ("_ProxyMeterProvider", "NoOpMeterProvider")
 
 
 # ------------------------------------------------------------------------------------------------ the store
@@ -212,7 +216,7 @@ class _OtelSide:
     def __init__(self, store: Store, meter: otel_metrics.Meter | None, gate: OtelGate) -> None:
         self.store = store
         self.gate = gate
-        self.pending: deque[tuple[Any, float, Mapping[str, str]]] = deque()
+        self.pending: deque[tuple[Any, float | list[float], Mapping[str, str]]] = deque()
         self._attrs: dict[tuple[str, tuple[str, ...]], Mapping[str, str]] = {}
         self.histograms: dict[str, Any] = {}
         if meter is None:  # the OTel side is off (its gate stays closed): no instruments
@@ -251,10 +255,12 @@ class _OtelSide:
 
         return observe
 
-    def queue(self, family: Family, values: tuple[str, ...], amount: float) -> None:
-        """A histogram observation for the OTel side (recorded at the next collection)."""
-        self.pending.append((self.histograms[family.definition.name], amount, self.attributes(family, values)))
-        if len(self.pending) > PENDING_LIMIT:
+    def queue(self, family: Family, values: tuple[str, ...], amounts: float | list[float]) -> None:
+        """Histogram observations (one, or a list for one label set) for the OTel side, recorded at the next
+        collection."""
+        pending = self.pending
+        pending.append((self.histograms[family.definition.name], amounts, self.attributes(family, values)))
+        if len(pending) > PENDING_LIMIT:
             self.drain()
 
     def drain(self) -> None:
@@ -262,10 +268,15 @@ class _OtelSide:
         pending = self.pending
         while pending:
             try:
-                instrument, amount, attrs = pending.popleft()
+                instrument, amounts, attrs = pending.popleft()
             except IndexError:
                 return
-            instrument.record(amount, attrs)
+            if isinstance(amounts, list):
+                record = instrument.record
+                for amount in amounts:
+                    record(amount, attrs)
+            else:
+                instrument.record(amounts, attrs)
 
 
 # ------------------------------------------------------------------------------------------------ the API
@@ -314,9 +325,8 @@ class Instrument:
             cell.count += len(amounts)
             cell.sum += sum(amounts)
         otel = self._otel
-        if otel.gate.active:
-            for amount in amounts:
-                otel.queue(family, values, amount)
+        if otel.gate.active and not self.otel_muted:
+            otel.queue(family, values, list(amounts))
 
     def set(self, values: tuple[str, ...], value: float) -> None:
         """Gauge set."""
@@ -347,7 +357,8 @@ class Instruments:
         """Failures met while building (registry, meter): the recorder counts them; the instruments still work."""
         store.failures.clear()
         try:
-            otel = store.otel_side(provider, meter, OtelGate(explicit_provider)) if provider is not None else None
+            gate = OtelGate(explicit_provider, provider)
+            otel = store.otel_side(provider, meter, gate) if provider is not None else None
         except Exception as exc:  # a meter whose instruments cannot be created (or a provider we cannot key on)
             self.failures.append(("meter", exc))
             otel = None
