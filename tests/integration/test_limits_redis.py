@@ -105,14 +105,19 @@ def test_async_on_redis_cancellation_gives_back(redis_url: str) -> None:
 
 def test_redis_death_falls_back_and_recovers(redis_server: RedisServer, redis_url: str) -> None:
     events = Events()
+    prefix = f"t{uuid.uuid4().hex[:8]}"
     lim = redis_limiter(redis_url, events=events, requests_per_window=100, tokens_per_window=10**6,
-                        redis_retry_interval_seconds=0.2)
+                        redis_retry_interval_seconds=0.2, redis_prefix=prefix)
+    peer = redis_limiter(redis_url, requests_per_window=100, tokens_per_window=10**6, redis_prefix=prefix)
+    assert peer.reserve(KEY, 1).backend == "redis"  # a second process on the same budget
     assert lim.reserve(KEY, 1).backend == "redis"
+    assert lim.peers == 2 and lim.fallback_fraction == 0.5
     redis_server.kill()
     during = [lim.reserve(KEY, 1) for _ in range(20)]
     assert {r.backend for r in during} == {"fallback"}
     assert events.fallbacks() == [("redis", True)]
-    assert lim.snapshot(KEY)["requests"].limit == 50  # the fallback holds fallback_fraction of the budget
+    assert lim.snapshot(KEY)["requests"].limit == 50  # the fallback holds 1 / (live peers) of the budget
+    peer.close()
     lim.settle(during[0], 0)  # harmless on the fallback
     redis_server.restart()
     time.sleep(0.25)
