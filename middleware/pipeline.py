@@ -156,7 +156,8 @@ class Pipeline:
 
     def flow(self, ctx: CallContext, key: LimiterKey, tokens: int, options: Any) -> Flow:
         """The attempt loop as a generator of effects; returns the successful attempt's result."""
-        state = self.retry.start(key.id, ctx.route, ctx.model)
+        # the call's wait budget bounds its waits for capacity: admissions and the delays after 429s
+        state = self.retry.start(key.id, ctx.route, ctx.model, wait_budget=self.limiter.config.max_wait_seconds)
         ctx.history = state.history
         attempt = 0
         while True:
@@ -167,7 +168,7 @@ class Pipeline:
                 self.recorder.backoff(ctx, attempt=attempt - 1, delay_seconds=wait, reason="circuit_open")
                 yield Sleep(wait)
             try:
-                reservation: Reservation = yield Reserve(key, tokens)
+                reservation: Reservation = yield Reserve(key.budgeted(state.wait_left), tokens)
             except BaseException as exc:  # refused capacity or cancelled while waiting: free a half-open probe slot
                 state.on_cancel(sent=False)
                 if isinstance(exc, (ThrottleTimeout, RequestTooLarge)):
@@ -176,7 +177,11 @@ class Pipeline:
                         reason=exc.reason if isinstance(exc, ThrottleTimeout) else "too_large",
                         wait_seconds=exc.needed_seconds if isinstance(exc, ThrottleTimeout) else 0.0, tokens=tokens,
                     )
+                if isinstance(exc, ThrottleTimeout) and (refused := state.throttle_error(exc)) is not exc:
+                    attach_history(refused, state.history)  # after 429s: "rate limited, waited N s" (caused by the 429)
+                    raise refused from refused.__cause__
                 raise
+            state.admitted(reservation.wait_seconds)
             ctx.reservation = reservation
             self.recorder.throttled(
                 ctx, decision=reservation.decision, reason=reservation.reason,
@@ -220,7 +225,7 @@ class Pipeline:
             self.recorder.end_attempt(ctx, span, outcome="success", reason="ok", status=ctx.status_code,
                                       request_id=request_id)
             if headers is not None:
-                self.limiter.learn(key, headers)
+                self.limiter.learn(key, headers, reservation)
             return result
 
     def _after_failure(
@@ -231,12 +236,12 @@ class Pipeline:
         if failure.reason == "rate_limit":
             resource = failure.rate_limit_resource
             self.recorder.rate_limited_response(ctx, resource or "unknown")
-            self.limiter.on_rate_limited(key, resource, failure.retry_after_seconds, headers or {})
+            self.limiter.on_rate_limited(key, resource, failure.retry_after_seconds, headers or {}, reservation)
             self.limiter.release(reservation)  # a refused request was not charged upstream
         elif failure.status is None and failure.reason == "connection":
             self.limiter.release(reservation)  # never reached the server
         elif headers is not None:
-            self.limiter.learn(key, headers)
+            self.limiter.learn(key, headers, reservation)
 
     def complete(self, ctx: CallContext, result: Any, error: BaseException | None = None) -> None:
         """Settle the reservation against reported usage, teach the predictor, end the call (once)."""
