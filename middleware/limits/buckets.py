@@ -75,7 +75,7 @@ from middleware.limits.types import (
 )
 
 DEADBAND = 1.5  # deviations this small are the header's rounding (down or to the nearest unit), not an error
-MARGIN_DECAY = 0.99  # per header used: a shortfall seen 300 headers ago weighs 5 %
+MARGIN_DECAY = 0.995  # per header used: a shortfall seen 600 headers ago weighs 5 %
 MARGIN_FACTOR = 2.0  # the margin holds back twice the (decayed) largest shortfall seen
 MIN_MARGIN = 2 * DEADBAND  # the rounding a synchronised model may still be off by, held back once compared
 MAX_MARGIN_FRACTION = 0.25  # never hold back more than a quarter of the limit
@@ -327,20 +327,31 @@ def correct(state: KeyState, s: Shape, name: str, d: Debit, remaining: float, no
         held = full - cap  # the initial margin (or the configured one) until one was learned
         margin = max(MIN_MARGIN, state.margins.get(name, held) * MARGIN_DECAY, delta * MARGIN_FACTOR)
         state.margins[name] = min(margin, full * MAX_MARGIN_FRACTION, max(0.0, full - 1.0))  # one call still fits
-    if name == TOKENS and exact:
-        learn_bias(state, b, d, full)
+    if name == TOKENS and (exact or not state.margins.get(name)):
+        # before the first exact comparison, a provisional bias from the burst: it only ever raises the price
+        learn_bias(state, b, d, full, provisional=not exact, residual=min(0.0, delta - applied))
 
 
-def learn_bias(state: KeyState, b: Bucket, d: Debit, full: float) -> None:
-    """Measure the bias over the calls committed since the last measurement, once they are enough."""
+def learn_bias(state: KeyState, b: Bucket, d: Debit, full: float, provisional: bool = False,
+               residual: float = 0.0) -> None:
+    """Measure the bias over the calls committed since the last measurement, once they are enough.
+
+    ``provisional`` (a burst's header, before any exact one): the measurement may only raise the bias, and
+    the sample is not closed; ``residual`` is the part of this header's deviation the level did not take
+    (a burst's credit), by which the corrections overstate the upstream's count.
+    """
     spent0, raw0, dropped0, corr0 = state.bias_base
     estimated = d.raw - raw0 - (b.dropped - dropped0)
     if estimated >= max(full * BIAS_PERIOD, BIAS_SAMPLE):
         # what the upstream charged for the calls up to this one (the model's commits plus every other
         # level change since: refunds, corrections) per token we estimated for the calls it did charge
-        charged = d.spent - spent0 + b.corrections - corr0
-        state.bias = min(BIAS_MAX, max(1.0, charged / estimated))
-        state.bias_base = (d.spent, d.raw, b.dropped, b.corrections)
+        charged = d.spent - spent0 + b.corrections - corr0 + residual
+        bias = min(BIAS_MAX, max(1.0, charged / estimated))
+        if provisional:
+            state.bias = max(state.bias, bias)
+        else:
+            state.bias = bias
+            state.bias_base = (d.spent, d.raw, b.dropped, b.corrections)
 
 
 def learn(
@@ -434,23 +445,20 @@ def cooldown(
 def shift(state: KeyState, s: Shape, charge: Charge, tokens: int) -> float:
     """Seconds a call committed with ``charge`` (``tokens`` estimated) should wait beyond its admission.
 
-    What was learned since its commit, in each bucket at its rate: the net corrections (the upstream holds
-    less than the call's schedule assumed), the growth of the margin, and the call's own price at the bias
-    learned since (a call queued before the bias was known would reach the upstream underpriced).
+    What was learned since its commit, in each token bucket at its rate: the net corrections (the upstream
+    holds less than the call's schedule assumed) and the call's own price at the bias learned since (a call
+    queued before the bias was known would reach the upstream underpriced).
+    Requests are counted alike on both sides: their bucket never delays a call that is already queued.
     """
     if charge.epoch != state.epoch:
         return 0.0
     out = 0.0
     for d in charge.debits:
         b, cap = state.buckets.get(d.bucket), s.caps.get(d.bucket)
-        if b is None or not cap:
-            continue
-        rate = cap / s.windows[d.bucket]
-        held = d.expected - d.level_after - (charge.admit_at - charge.at) * rate  # margin at the commit
-        owed = b.corrections - d.corrections + (s.full[d.bucket] - cap) - held
-        if d.bucket in TOKEN_BUCKETS:
-            owed += max(0.0, charged(tokens, state.bias, s.full) - d.cost)
-        out = max(out, owed / rate)
+        if b is None or not cap or d.bucket not in TOKEN_BUCKETS or b.seen >= d.seq:
+            continue  # once a header of this call or a later one was compared, later drift is not this call's
+        owed = b.corrections - d.corrections + max(0.0, charged(tokens, state.bias, s.full) - d.cost)
+        out = max(out, owed * s.windows[d.bucket] / cap)
     return out
 
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
 import secrets
 import threading
@@ -75,6 +76,7 @@ from middleware.limits.types import (
 )
 from middleware.limits.window import WindowEstimator
 
+_log = logging.getLogger(__name__)
 DEFAULT_COOLDOWN_SECONDS = 1.0
 PROBE_POLL_SECONDS = 0.01  # how often a call held back by the first-burst cap looks again
 MIN_EXTRA_SECONDS = 0.001  # shorter extra waits after waking are not worth a sleep
@@ -152,6 +154,7 @@ class Limiter:
         self._initial_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(4)
+        self._learn_error_logged = False
         self.peer_id = secrets.token_hex(8)
         self._peers: int | None = None  # live processes last counted in Redis
         self._next_beat = -math.inf
@@ -464,10 +467,19 @@ class Limiter:
     def learn(self, key: LimiterKey, headers: Mapping[str, str], reservation: Reservation | None = None) -> None:
         """Learn limits from ``x-ratelimit-*`` headers (see the module doc for the rule).
 
-        ``reservation``: the call these headers answer (its prediction is compared with them).
+        ``reservation``: the call these headers answer (its prediction is compared with them). Learning never
+        fails the call that brought the headers: an unexpected error is logged (once) and ignored.
         """
         if self.config.learn_from_headers:
-            self._learn(key, parse_ratelimit_headers(headers), reservation)
+            try:
+                self._learn(key, parse_ratelimit_headers(headers), reservation)
+            except Exception:
+                self._learning_failed()
+
+    def _learning_failed(self) -> None:
+        if not self._learn_error_logged:
+            self._learn_error_logged = True
+            _log.exception("limiter: learning from headers failed (further failures are not logged)")
 
     def _learn(self, key: LimiterKey, parsed: RatelimitHeaders, reservation: Reservation | None,
                refused: bool = False) -> bool:
@@ -537,7 +549,11 @@ class Limiter:
             return
         resources = LEARNABLE if resource is None else (resource,)
         parsed = parse_ratelimit_headers(headers)
-        used = self.config.learn_from_headers and self._learn(key, parsed, reservation, refused=True)
+        try:
+            used = self.config.learn_from_headers and self._learn(key, parsed, reservation, refused=True)
+        except Exception:
+            self._learning_failed()
+            used = False
         seconds = retry_after_seconds
         if seconds is None or not math.isfinite(seconds) or seconds < 0:
             resets = [v for r in resources if (v := parsed.reset(r)) is not None]

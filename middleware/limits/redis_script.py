@@ -148,10 +148,16 @@ local function correct(i, exp, dcorr, dspent, draw, dseq, rem, exact)
     marg[i] = m
   end
   local estimated = draw - b0e - (drop[i] - b0o)
-  if i == 2 and exact and estimated >= math.max(full[i] * PERIOD, KSAMPLE) then
-    local charged = dspent - b0s + corr[i] - b0x
-    kb = math.min(KMAX, math.max(1.0, charged / estimated))
-    b0s, b0e, b0o, b0x = dspent, draw, drop[i], corr[i]
+  local provisional = not exact and not marg[i]
+  if i == 2 and (exact or provisional) and estimated >= math.max(full[i] * PERIOD, KSAMPLE) then
+    local charged = dspent - b0s + corr[i] - b0x + math.min(0, delta - applied)
+    local k = math.min(KMAX, math.max(1.0, charged / estimated))
+    if provisional then
+      if k > kb then kb = k end
+    else
+      kb = k
+      b0s, b0e, b0o, b0x = dspent, draw, drop[i], corr[i]
+    end
   end
 end
 shape()
@@ -312,12 +318,9 @@ elseif op == 'recheck' then
     end
     for j = 13, #ARGV, 12 do
       local i = tonumber(ARGV[j])
-      if cap[i] then
-        local rate = cap[i] / wins[i]
-        local held = tonumber(ARGV[j+7]) - tonumber(ARGV[j+2]) - (admit - cat) * rate
-        local owed = corr[i] - tonumber(ARGV[j+8]) + (full[i] - cap[i]) - held
-        if istok[i] then owed = owed + math.max(0, price - tonumber(ARGV[j+1])) end
-        if owed / rate > out then out = owed / rate end
+      if cap[i] and istok[i] and seen[i] < tonumber(ARGV[j+11]) then
+        local owed = corr[i] - tonumber(ARGV[j+8]) + math.max(0, price - tonumber(ARGV[j+1]))
+        if owed * wins[i] / cap[i] > out then out = owed * wins[i] / cap[i] end
       end
     end
   end
