@@ -185,3 +185,20 @@ def test_redis_with_jitter_margin_decides_like_memory(redis_url: str, ops: list[
     red.admitted = {k: v for k, v in red.admitted.items() if v[2] <= 90}  # bigger ones pass as debt
     check_bound(red, CONFIG["requests_per_window"] * 0.9, CONFIG["tokens_per_window"] * 0.9,
                 CONFIG["window_seconds"] * 0.9)
+
+
+def test_redis_converges_exactly_like_memory_on_an_upstream_that_counts_differently(redis_url: str) -> None:
+    """The whole learning (corrections, bias, margin, re-checks, first burst) in the Lua script decides as the
+    Python code does: 32 concurrent callers against an upstream charging 1.3 x our estimate + 9."""
+    from tests.unit.test_limits_convergence import simulate
+
+    def shared(config: LimitConfig, clock: Any) -> RedisBackend:
+        cfg = LimitConfig(**{**config.__dict__, "redis_url": redis_url, "redis_prefix": f"t{uuid.uuid4().hex[:8]}"})
+        return RedisBackend(cfg, clock=clock)
+
+    for configured in (False, True):
+        mem = simulate(seed=5, factor=1.3, offset=9, calls=300, configured=configured)
+        red = simulate(seed=5, factor=1.3, offset=9, calls=300, configured=configured, primary=shared)
+        assert red.refused == pytest.approx(mem.refused, abs=1e-6)
+        assert red.bias == pytest.approx(mem.bias, rel=1e-9) and red.goodput == pytest.approx(mem.goodput, rel=1e-9)
+        assert 1.3 < red.bias < 1.4

@@ -15,12 +15,15 @@ import heapq
 import itertools
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from middleware.limits import LimitConfig, Limiter, LimiterKey, Reservation
+from middleware.limits.router import Backend
 from middleware.simulator.ratelimit import HeaderRounding, RateLimiter
 
 KEY = LimiterKey("conv:m", "m")
@@ -44,11 +47,14 @@ class Outcome:
 
 def simulate(*, seed: int, factor: float, offset: int, window: float = 7.0, rpw: int = 150, tpw: int = 42_000,
              callers: int = 32, calls: int = 400, jitter: float = 0.01, latency: tuple[float, float] = (0.03, 0.2),
-             rounding: HeaderRounding | None = None, configured: bool = False) -> Outcome:
+             rounding: HeaderRounding | None = None, configured: bool = False,
+             primary: Callable[[LimitConfig, Clock], Backend] | None = None, **config: Any) -> Outcome:
+    """One run; ``primary`` builds a shared backend (Redis) on the simulation's clock, ``config`` adds settings."""
     rng = random.Random(seed)
     clock = Clock()
     limits = {"requests_per_window": rpw, "tokens_per_window": tpw, "window_seconds": window} if configured else {}
-    lim = Limiter(LimitConfig(max_wait_seconds=1e9, **limits), clock=clock, sleep=lambda s: None)
+    cfg = LimitConfig(max_wait_seconds=1e9, **limits, **config)
+    lim = Limiter(cfg, clock=clock, sleep=lambda s: None, primary=primary(cfg, clock) if primary else None)
     upstream = RateLimiter(rpw, tpw, window, clock, rounding or HeaderRounding())
     jobs = [rng.randint(100, 700) for _ in range(calls)]
     events: list[tuple[float, int, str, object]] = []
@@ -105,7 +111,9 @@ def simulate(*, seed: int, factor: float, offset: int, window: float = 7.0, rpw:
     wall = clock.now - start
     bound = max((charged - tpw) / (tpw / window), (admitted - rpw) / (rpw / window))
     tokens = lim.snapshot(KEY)["tokens"]
-    return Outcome(refused, bound / wall, tokens.bias, lim.learned_window(KEY) or window)
+    window_seen = lim.learned_window(KEY) or window
+    lim.close()
+    return Outcome(refused, bound / wall, tokens.bias, window_seen)
 
 
 @settings(max_examples=30, deadline=None)
