@@ -1,7 +1,8 @@
 """Routes limiter operations to Redis while it works and to a local fallback while it does not.
 
 Fallback policy: when a Redis call fails (connection refused, timeout, any Redis error) the call
-is answered by a local in-memory limiter holding ``fallback_fraction`` of every limit, and
+is answered by a local in-memory limiter holding ``1 / N`` of every limit (N: the live processes last
+counted in Redis; or the configured ``fallback_fraction``), and
 ``limiter_fallback("redis", active=True)`` is reported once. Redis is tried again by at most one
 caller every ``redis_retry_interval_seconds``; on success the limiter switches back and reports
 ``active=False``. No request is lost or failed because Redis died. Settling or releasing goes to the
@@ -12,7 +13,7 @@ Hand-over hooks keep the switch from bursting: ``on_failover`` runs when Redis i
 (the limiter empties the local buckets and charges them with its own reservations still queued on
 Redis, whose admission times are in the future), and ``on_recover(primary)`` runs on the probe
 that finds Redis back, before its operation (the limiter writes its local learned limits, window
-and levels, scaled up by ``1 / fallback_fraction``, so a Redis restarted empty does not start full).
+and levels, scaled up by the inverse of its share, so a Redis restarted empty does not start full).
 """
 
 from __future__ import annotations
