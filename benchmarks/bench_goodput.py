@@ -1,18 +1,25 @@
-"""Goodput under rate limits: one workload, six clients, against the simulator in its own process.
+"""Goodput under rate limits on an upstream that counts tokens its own way, every client in one run.
 
-The simulator enforces requests and tokens per short window (OpenAI's bucket model, charged prompt +
-max_tokens at admission). Every scenario sends the same N chat calls (mixed prompt sizes and
-max_tokens) from several threads. Goodput = lower bound / wall time, where the lower bound is
-``max((charged tokens - one window's tokens) / token rate, (requests - one window's requests) /
-request rate)`` (buckets start full); 1.0 is the best any client can do.
+The simulator (its own process) enforces requests and tokens per window with an accounting that is
+NOT the middleware's (by default): prompts counted by the openai-cookbook's gpt-3.5-turbo-0301 rule
+(4 tokens per message, +3 priming), times ``--factor`` plus ``--offset`` per request, ``n * max_tokens``
+charged up front with no refund, a window that is not 60 s, ``remaining`` rounded to the nearest unit
+and resets rounded to the nearest ``--reset-resolution``. Usage in responses stays the exact count, as
+OpenAI's does. ``--accounting exact --factor 1 --offset 0`` restores an upstream that agrees with us.
+
+Every scenario sends the same N chat calls (a system and a user message of mixed sizes, mixed
+max_tokens) from ``--threads`` threads. Goodput = lower bound / wall time, the lower bound being
+``max((tokens the upstream charged - one window's tokens) / token rate, (requests - one window's
+requests) / request rate)`` (its buckets start full: the burst-adjusted bound); 1.0 is the best any
+client can do. 429s are the upstream's refusals (its own count), failed the calls that raised.
 
 Scenarios: (a) raw SDK, default retries; (b) raw SDK + tenacity (wait_random_exponential, retry on
 RateLimitError); (c) the openai-cookbook parallel processor's algorithm (continuously refilled
-capacity, a pause of 15 s per 60 s window after any 429, no correction, no headers); (d) this
-middleware with the limits configured; (e) with nothing configured (learned from headers);
-(f) 4 processes sharing one Redis budget.
+capacity with our count, a pause of 15 s per 60 s window after any 429, no correction, no headers);
+(d) this middleware with the limits configured (exactly the upstream's numbers); (e) with nothing
+configured (learned from headers); (f) 4 processes sharing one Redis budget, limits configured.
 
-Run: ``python benchmarks/bench_goodput.py [--calls 100] [--window 2] [--rpw 20] [--tpw 6000]``.
+Run: ``python -m benchmarks.bench_goodput [--calls 600] [--threads 32] [--only abcdef]``.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 MODEL = "gpt-4o-mini"
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu"]
+SYSTEM = "You are a terse assistant. Answer in one short paragraph."
 Job = tuple[str, int]
 
 
@@ -38,6 +46,10 @@ def workload(n: int, seed: int = 7) -> list[Job]:
     rng = random.Random(seed)
     return [(" ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 300))), rng.randint(30, 350))
             for _ in range(n)]
+
+
+def messages(job: Job) -> list[dict[str, str]]:
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": job[0]}]
 
 
 def run_threads(jobs: list[Job], threads: int, call: Callable[[Job], None]) -> int:
@@ -62,7 +74,7 @@ def run_threads(jobs: list[Job], threads: int, call: Callable[[Job], None]) -> i
 
 
 def chat(client: Any, job: Job) -> None:
-    client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": job[0]}], max_tokens=job[1])
+    client.chat.completions.create(model=MODEL, messages=messages(job), max_tokens=job[1])
 
 
 def raw_client(base_url: str, retries: int) -> Any:
@@ -71,23 +83,33 @@ def raw_client(base_url: str, retries: int) -> Any:
     return openai.OpenAI(base_url=base_url, api_key="sk-bench", max_retries=retries)
 
 
-def scenario_raw(args: Any, base_url: str, jobs: list[Job]) -> int:
+Call = Callable[[Job], None]
+
+
+def warm(client: Any) -> None:
+    """Connect and import everything before the clock starts (``models.list`` is not rate limited)."""
+    client.models.list()
+
+
+def scenario_raw(args: Any, base_url: str) -> Call:
     client = raw_client(base_url, 2)
-    return run_threads(jobs, args.threads, lambda j: chat(client, j))
+    warm(client)
+    return lambda j: chat(client, j)
 
 
-def scenario_tenacity(args: Any, base_url: str, jobs: list[Job]) -> int:
+def scenario_tenacity(args: Any, base_url: str) -> Call:
     import openai
     from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
     client = raw_client(base_url, 0)
+    warm(client)
 
     @retry(wait=wait_random_exponential(multiplier=args.window / 60, max=args.window), stop=stop_after_attempt(30),
            retry=retry_if_exception_type(openai.RateLimitError), reraise=True)
     def call(job: Job) -> None:
         chat(client, job)
 
-    return run_threads(jobs, args.threads, call)
+    return call
 
 
 class Cookbook:
@@ -118,17 +140,18 @@ class Cookbook:
             self.paused_until = time.monotonic() + 15 * self.window / 60  # 15 s per 60 s window
 
 
-def scenario_cookbook(args: Any, base_url: str, jobs: list[Job]) -> int:
+def scenario_cookbook(args: Any, base_url: str) -> Call:
     import openai
 
     from middleware.simulator.counting import count_prompt_tokens
 
     client = raw_client(base_url, 0)
+    warm(client)
+    count_prompt_tokens("chat", {"model": MODEL, "messages": messages(("warm", 1))})  # tokenizer loaded
     book = Cookbook(args.rpw, args.tpw, args.window)
 
     def call(job: Job) -> None:
-        body = {"model": MODEL, "messages": [{"role": "user", "content": job[0]}]}
-        cost = count_prompt_tokens("chat", body) + job[1]
+        cost = count_prompt_tokens("chat", {"model": MODEL, "messages": messages(job)}) + job[1]
         for _ in range(10):  # the cookbook's max_attempts
             book.take(cost)
             try:
@@ -138,7 +161,7 @@ def scenario_cookbook(args: Any, base_url: str, jobs: list[Job]) -> int:
                 book.rate_limited()
         raise RuntimeError("gave up")
 
-    return run_threads(jobs, args.threads, call)
+    return call
 
 
 def limit_config(args: Any, configured: bool, redis_url: str | None = None, prefix: str = "bench") -> Any:
@@ -147,31 +170,34 @@ def limit_config(args: Any, configured: bool, redis_url: str | None = None, pref
     if not configured:
         return LimitConfig(max_wait_seconds=120)
     return LimitConfig(requests_per_window=args.rpw, tokens_per_window=args.tpw, window_seconds=args.window,
-                       max_wait_seconds=120, jitter_margin_seconds=0.1, redis_url=redis_url, redis_prefix=prefix)
+                       max_wait_seconds=120, redis_url=redis_url, redis_prefix=prefix)
 
 
 def protected(base_url: str, limits: Any) -> Any:
     import openai
 
     from middleware import Config, protect
+    from middleware.tokens import count_request_prompt_tokens
 
-    return protect(openai.OpenAI(base_url=base_url, api_key="sk-bench"), Config(limits=limits))
+    client = protect(openai.OpenAI(base_url=base_url, api_key="sk-bench"), Config(limits=limits))
+    warm(client)
+    count_request_prompt_tokens("chat", {"model": MODEL, "messages": messages(("warm", 1))})  # tokenizer loaded
+    return client
 
 
-def scenario_configured(args: Any, base_url: str, jobs: list[Job]) -> int:
+def scenario_configured(args: Any, base_url: str) -> Call:
     client = protected(base_url, limit_config(args, True))
-    return run_threads(jobs, args.threads, lambda j: chat(client, j))
+    return lambda j: chat(client, j)
 
 
-def scenario_learned(args: Any, base_url: str, jobs: list[Job]) -> int:
+def scenario_learned(args: Any, base_url: str) -> Call:
     client = protected(base_url, limit_config(args, False))
-    return run_threads(jobs, args.threads, lambda j: chat(client, j))
+    return lambda j: chat(client, j)
 
 
 def _redis_worker(args: Any, base_url: str, redis_url: str, prefix: str, jobs: list[Job], threads: int,
                   barrier: Any, out: Any) -> None:
     client = protected(base_url, limit_config(args, True, redis_url, prefix))
-    client.models.list()  # connect before the clock starts
     barrier.wait(60)
     out.put(run_threads(jobs, threads, lambda j: chat(client, j)))
 
@@ -189,7 +215,7 @@ def run_redis(args: Any, base_url: str, jobs: list[Job], redis_url: str) -> tupl
         p.start()
     barrier.wait(60)
     start = time.monotonic()
-    failed = sum(out.get(timeout=600) for _ in procs)
+    failed = sum(out.get(timeout=900) for _ in procs)
     wall = time.monotonic() - start
     for p in procs:
         p.join(10)
@@ -198,22 +224,31 @@ def run_redis(args: Any, base_url: str, jobs: list[Job], redis_url: str) -> tupl
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--calls", type=int, default=100)
-    parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--window", type=float, default=2.0)
-    parser.add_argument("--rpw", type=int, default=20)
-    parser.add_argument("--tpw", type=int, default=6000)
+    parser.add_argument("--calls", type=int, default=600)
+    parser.add_argument("--threads", type=int, default=32)
+    parser.add_argument("--window", type=float, default=7.0)
+    parser.add_argument("--rpw", type=int, default=150)
+    parser.add_argument("--tpw", type=int, default=42000)
+    parser.add_argument("--accounting", choices=("exact", "legacy", "chars"), default="legacy")
+    parser.add_argument("--factor", type=float, default=1.2, help="upstream's multiplier on the prompt count")
+    parser.add_argument("--offset", type=int, default=15, help="upstream's tokens added per request")
+    parser.add_argument("--reset-resolution", type=float, default=0.1)
     parser.add_argument("--only", default="abcdef")
     args = parser.parse_args(argv)
 
-    from middleware.simulator import start_subprocess
+    from middleware.simulator import SimulatorConfig, start_subprocess
     from tests.fixtures.redis_server import RedisServer
 
     jobs = workload(args.calls)
-    sim = start_subprocess(rpm=args.rpw, tpm=args.tpw, window_s=args.window, ttft_s=0.03)
+    disagree = args.accounting != "exact" or args.factor != 1.0 or args.offset != 0
+    sim = start_subprocess(SimulatorConfig(
+        rpm=args.rpw, tpm=args.tpw, window_s=args.window, ttft_s=0.05, accounting=args.accounting,
+        charge_factor=args.factor, charge_offset=args.offset, charge_per_choice=True,
+        remaining_rounding="nearest" if disagree else "down", reset_resolution_s=args.reset_resolution,
+        reset_rounding="nearest" if disagree else "up"))
     redis = RedisServer()
     redis.start()
-    scenarios: list[tuple[str, str, Callable[[Any, str, list[Job]], int] | None]] = [
+    scenarios: list[tuple[str, str, Callable[[Any, str], Call] | None]] = [
         ("a", "raw SDK, default retries", scenario_raw),
         ("b", "raw SDK + tenacity", scenario_tenacity),
         ("c", "cookbook parallel processor", scenario_cookbook),
@@ -222,7 +257,10 @@ def main(argv: list[str] | None = None) -> None:
         ("f", "middleware, 4 processes on Redis", None),
     ]
     rate_t, rate_r = args.tpw / args.window, args.rpw / args.window
-    print(f"simulator: {args.rpw} requests and {args.tpw} tokens per {args.window:g} s; "
+    rounding = (f"remaining and resets rounded to nearest, resets to {args.reset_resolution:g} s" if disagree
+                else "our rounding")
+    print(f"upstream: {args.rpw} requests and {args.tpw} tokens per {args.window:g} s; accounting {args.accounting}, "
+          f"prompt x{args.factor:g} + {args.offset} per request, n * max_tokens up front, {rounding}; "
           f"{args.calls} calls from {args.threads} threads")
     print(f"{'scenario':<38} {'goodput':>8} {'wall s':>7} {'bound s':>8} {'429s':>5} {'failed':>6} {'attempts':>8}")
     try:
@@ -236,8 +274,10 @@ def main(argv: list[str] | None = None) -> None:
             if fn is None:
                 wall, failed = run_redis(args, sim.base_url, jobs, redis.url)
             else:
+                call = fn(args, sim.base_url)  # set up (client, imports, tokenizer) before the clock starts
+                sim.reset_stats()
                 start = time.monotonic()
-                failed = fn(args, sim.base_url, jobs)
+                failed = run_threads(jobs, args.threads, call)
                 wall = time.monotonic() - start
             total = sim.stats()["total"]
             bound = max((total["tokens_charged"] - args.tpw) / rate_t, (total["admitted"] - args.rpw) / rate_r)

@@ -33,7 +33,7 @@ from .errors import (
 )
 from .install import install, installed, uninstall
 from .limits import LimitConfig
-from .retry import RetryConfig
+from .retry import RateLimitWaitExceeded, RetryConfig
 from .telemetry.setup import TelemetryHandle, setup_telemetry
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "LimitConfig",
     "MiddlewareError",
     "PartialResult",
+    "RateLimitWaitExceeded",
     "RequestTooLarge",
     "RetryAfterTooLong",
     "RetryConfig",

@@ -282,7 +282,8 @@ class Pipeline:
         tokens = ctx.reserve_tokens
         if self.cost.ledger is not None:
             yield from self._admit_budget(ctx)
-        state = self.retry.start(key.id, ctx.route, ctx.model)
+        # the call's wait budget bounds its waits for capacity: admissions and the delays after 429s
+        state = self.retry.start(key.id, ctx.route, ctx.model, wait_budget=self.limiter.config.max_wait_seconds)
         ctx.history = state.history
         attempt = 0
         while True:
@@ -293,7 +294,7 @@ class Pipeline:
                 self.recorder.backoff(ctx, attempt=attempt - 1, delay_seconds=wait, reason="circuit_open")
                 yield Sleep(wait)
             try:
-                reservation: Reservation = yield Reserve(key, tokens)
+                reservation: Reservation = yield Reserve(key.budgeted(state.wait_left), tokens)
             except BaseException as exc:  # refused capacity or cancelled while waiting: free a half-open probe slot
                 state.on_cancel(sent=False)
                 if isinstance(exc, (ThrottleTimeout, RequestTooLarge)):
@@ -302,7 +303,11 @@ class Pipeline:
                         reason=exc.reason if isinstance(exc, ThrottleTimeout) else "too_large",
                         wait_seconds=exc.needed_seconds if isinstance(exc, ThrottleTimeout) else 0.0, tokens=tokens,
                     )
+                if isinstance(exc, ThrottleTimeout) and (refused := state.throttle_error(exc)) is not exc:
+                    attach_history(refused, state.history)  # after 429s: "rate limited, waited N s" (caused by the 429)
+                    raise refused from refused.__cause__
                 raise
+            state.admitted(reservation.wait_seconds)
             ctx.reservation = reservation
             self.recorder.throttled(
                 ctx, decision=reservation.decision, reason=reservation.reason,
@@ -339,7 +344,7 @@ class Pipeline:
             self.recorder.end_attempt(ctx, span, outcome="success", reason="ok", status=sent.status_code,
                                       request_id=sent.request_id,
                                       keep_open=ctx.stream and (ctx.observer is not None or ctx.parent is not None))
-            self.limiter.learn(key, sent.headers)
+            self.limiter.learn(key, sent.headers, reservation)
             return sent
 
     def _admit_budget(self, ctx: CallContext) -> Generator[Effect, Any, None]:
@@ -373,12 +378,12 @@ class Pipeline:
         if failure.reason == "rate_limit":
             resource = failure.rate_limit_resource
             self.recorder.rate_limited_response(ctx, resource or "unknown")
-            self.limiter.on_rate_limited(key, resource, failure.retry_after_seconds, headers or {})
+            self.limiter.on_rate_limited(key, resource, failure.retry_after_seconds, headers or {}, reservation)
             self.limiter.release(reservation)  # a refused request was not charged upstream
         elif failure.status is None and failure.reason == "connection":
             self.limiter.release(reservation)  # never reached the server
         elif headers is not None:
-            self.limiter.learn(key, headers)
+            self.limiter.learn(key, headers, reservation)
 
     def deliver(self, ctx: CallContext, sent: Sent) -> Any:
         """What the caller receives: a plain result ends the call now; a stream carries the call to its end."""

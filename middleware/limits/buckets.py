@@ -6,6 +6,11 @@ the caller sleeps until the deepest debt is refilled. Later callers see the deep
 later admission time, so admission order is arrival order (FIFO) and a large request is never
 starved by small ones. If the wait would exceed ``max_wait`` nothing is committed.
 
+While calls are queued (an admission in the future), a newcomer is never admitted before the last of
+them plus its own cost's refill time or ``REORDER_SECONDS``, the shorter, even if a correction credited
+the level meanwhile: admission order stays commit order, which the comparisons with the upstream's
+headers rely on.
+
 A commit admitted at ``now + wait`` (the wait may come from another bucket or a cooldown) debits
 ``min(level, cap - rate * wait) - cost``: a bucket cannot hold more at admission than it refills
 by then (the GCRA update ``TAT = max(TAT, admission) + cost / rate``).
@@ -18,13 +23,41 @@ after a credit stays below ``cap - rate * (tat - now)``, ``tat`` being the GCRA 
 commits (newcomers must not bunch up with the queue). Without these bounds refunds could
 over-admit; the price is that refunds arriving while calls are queued are partly lost (conservative).
 Buckets whose limit is unknown are not accounted; with no known limit the call is admitted at once.
+
+Converging on the upstream's own count (``correct``): the model is a copy of the upstream's bucket,
+held ``margin`` below it. Each commit records the upstream level it predicts right after the call
+reaches it (``Debit.expected``); the call's ``x-ratelimit-remaining-*`` header gives the truth. The
+difference not yet corrected (``expected - remaining - corrections made since the commit``) is
+applied to the level at once (debt included, so queued calls are pushed back or forward), and
+counted in the bucket's cumulative ``corrections``. Three things are learned from it:
+
+- the **bias** of the tokens bucket: the upstream's tokens per token we estimate, measured over the
+  calls between two corrections at least ``BIAS_PERIOD`` of the limit apart as
+  ``(model spend + corrections) / raw estimates``; every later reservation is charged
+  ``ceil(tokens * bias)``, so the calls queued in between are already priced right. The bias is
+  never below 1: an upstream that counts fewer tokens than we estimate is followed by the level
+  corrections (credits) alone, because a measured ratio below 1 may as well be a refill-rate error
+  (a window not yet learned exactly) or jitter, and pricing calls below our estimate on such noise
+  costs 429s;
+- the **margin**: a decaying peak of the shortfalls seen (``expected`` above the truth), held back
+  from the capacity so that the arrival jitter that caused them does not cost a 429;
+- the level itself, for the calls still in flight.
+
+Only paced calls (queued, or the bucket empty at their admission, so the next call is admitted at
+least its cost's refill time later) admitted at least ``REORDER_SECONDS`` after the call committed
+before them are compared exactly: calls admitted together (a burst while the bucket has room) reach the
+upstream in any order, so what one of their headers says depends on that order; they only ever lower
+the level (an excess is credited back by the next paced call), and teach neither margin nor bias.
+Headers of calls committed before the last one used are ignored too (they
+would undo a newer truth).
 The Redis Lua script (``redis_script.py``) implements the same steps.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from middleware.limits.types import (
@@ -33,12 +66,24 @@ from middleware.limits.types import (
     REASON_NO_LIMITS,
     REASON_WITHIN_LIMIT,
     TOKEN_BUCKETS,
+    TOKENS,
     BackendDecision,
     Charge,
     Debit,
     LearnedLimits,
     LimitState,
 )
+
+DEADBAND = 1.5  # deviations this small are the header's rounding (down or to the nearest unit), not an error
+MARGIN_DECAY = 0.995  # per header used: a shortfall seen 600 headers ago weighs 5 %
+MARGIN_FACTOR = 2.0  # the margin holds back twice the (decayed) largest shortfall seen
+MIN_MARGIN = 2 * DEADBAND  # the rounding a synchronised model may still be off by, held back once compared
+MAX_MARGIN_FRACTION = 0.25  # never hold back more than a quarter of the limit
+BIAS_PERIOD = 0.25  # bias measured over calls worth at least 1/4 of the tokens limit (estimated) ...
+BIAS_SAMPLE = 200.0  # ... and at least this many tokens (rounding of one header is then below 1 %)
+BIAS_MAX = 4.0
+REORDER_SECONDS = 0.02  # calls admitted closer together than this may reach the upstream in either order
+_epochs = itertools.count(1)
 
 
 @dataclass
@@ -50,17 +95,36 @@ class Bucket:
     credits: float = 0.0
     queue_at: float = -math.inf  # admission time of the latest commit
     tat: float = -math.inf  # GCRA chain of the commits: max(tat, admission) + cost / rate
+    corrections: float = 0.0  # cumulative level changes other than commits and refill (debits positive)
+    spent: float = 0.0  # cumulative cost committed
+    raw: float = 0.0  # the same before the bias
+    dropped: float = 0.0  # cumulative estimates of released calls (never charged upstream)
+    seq: float = 0.0  # commits so far
+    seen: float = 0.0  # seq of the latest commit whose header was used
 
 
 @dataclass
 class KeyState:
-    """All buckets of one limiter key, the limits and window learned for it and its cooldown."""
+    """All buckets of one limiter key, the limits, window, bias and margins learned for it, its cooldown."""
 
     buckets: dict[str, Bucket] = field(default_factory=dict)
     learned: dict[str, float] = field(default_factory=dict)
     window: float | None = None  # refill window learned from headers (used when the config allows)
     cooldown_until: float = -math.inf
-    epoch: str = "0"
+    epoch: str = field(default_factory=lambda: str(next(_epochs)))
+    bias: float = 1.0
+    # (spent, raw, dropped, corrections) when the bias was last measured
+    bias_base: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    margins: dict[str, float] = field(default_factory=dict)  # learned hold-back per bucket, in its units
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One key's buckets as configured and learned: limits, capacities after the margin, windows."""
+
+    full: dict[str, float]  # limit per known bucket (times the fallback scale)
+    caps: dict[str, float]  # capacity the model holds (limit minus the margin)
+    windows: dict[str, float]  # refill windows, shortened with the capacity (same rate)
 
 
 def effective_caps(configured: dict[str, float | None], learned: dict[str, float], scale: float) -> dict[str, float]:
@@ -75,22 +139,42 @@ def effective_caps(configured: dict[str, float | None], learned: dict[str, float
 
 
 def with_margin(
-    caps: dict[str, float], windows: dict[str, float], margin: float,
+    caps: dict[str, float], windows: dict[str, float], margin: float | Mapping[str, float],
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Capacities lowered by ``rate * margin`` (at most half), windows shortened to keep each rate.
 
-    A bucket of capacity ``cap - rate * J`` refilled at ``rate`` never lets calls arriving up to J
-    seconds out of schedule overrun an upstream bucket of capacity ``cap`` (``LimitConfig``).
+    ``margin`` is in seconds, one for every bucket or one per bucket. A bucket of capacity
+    ``cap - rate * J`` refilled at ``rate`` never lets calls arriving up to J seconds out of schedule
+    overrun an upstream bucket of capacity ``cap`` (``LimitConfig``).
     """
-    if margin <= 0:
-        return caps, dict(windows)
     out_caps, out_windows = {}, dict(windows)
     for name, cap in caps.items():
+        j = margin.get(name, 0.0) if isinstance(margin, Mapping) else margin
+        if j <= 0:
+            out_caps[name] = cap
+            continue
         window = windows[name]
-        keep = 1.0 - min(margin, window / 2) / window
+        keep = 1.0 - min(j, window / 2) / window
         out_caps[name] = cap * keep
         out_windows[name] = window * keep
     return out_caps, out_windows
+
+
+def shape(
+    state: KeyState, configured: dict[str, float | None], windows_of: Callable[[float | None], dict[str, float]],
+    scale: float, margin: float, initial: float = 0.0,
+) -> Shape:
+    """The key's limits, capacities and windows: configured margin (seconds) or learned one, the larger.
+
+    ``initial``: share of a tokens limit held back while its bucket has no learned margin yet (requests are
+    counted alike on both sides: one per call).
+    """
+    full = effective_caps(configured, state.learned, scale)
+    windows = windows_of(state.window)
+    margins = {name: max(margin, state.margins.get(name, cap * initial if name in TOKEN_BUCKETS else 0.0)
+                         * windows[name] / cap) for name, cap in full.items()}
+    caps, wins = with_margin(full, windows, margins)
+    return Shape(full, caps, wins)
 
 
 def refill(state: KeyState, caps: dict[str, float], windows: dict[str, float], now: float) -> None:
@@ -106,9 +190,17 @@ def refill(state: KeyState, caps: dict[str, float], windows: dict[str, float], n
         b.level = min(b.level, cap)
 
 
-def cost(name: str, requests: int, tokens: int) -> float:
+def cost(name: str, requests: int | float, tokens: int | float) -> float:
     """What one reservation costs in bucket ``name``."""
     return float(tokens if name in TOKEN_BUCKETS else requests)
+
+
+def charged(tokens: int, bias: float, full: dict[str, float]) -> int:
+    """Tokens a reservation of ``tokens`` (our estimate) is charged: ``ceil(tokens * bias)``, within the limit."""
+    out = tokens if bias == 1.0 else math.ceil(tokens * bias)
+    for name in TOKEN_BUCKETS & full.keys():
+        out = min(out, max(tokens, math.floor(full[name])))
+    return out
 
 
 def decide(
@@ -123,50 +215,74 @@ def decide(
 ) -> BackendDecision:
     """Refill, then commit the reservation (1 request, ``tokens`` tokens) or refuse it; see the module doc.
 
-    ``limits`` are the capacities before any jitter margin (what "too large" is judged against).
+    ``limits`` are the capacities before any margin (what "too large" is judged against).
     """
     refill(state, caps, windows, now)
     full = caps if limits is None else limits
     for name in sorted(TOKEN_BUCKETS & full.keys()):
         if tokens > full[name] / scale:
             return BackendDecision("too_large", 0.0, name, now, limit=full[name] / scale)
+    price = charged(tokens, state.bias, full)
     wait, reason = 0.0, REASON_WITHIN_LIMIT if caps else REASON_NO_LIMITS
     for name, cap in caps.items():
-        after = state.buckets[name].level - cost(name, 1, tokens)
-        if after < 0 and -after * windows[name] / cap > wait:
-            wait, reason = -after * windows[name] / cap, name
+        b, amount = state.buckets[name], cost(name, 1, price)
+        need = -(b.level - amount) * windows[name] / cap
+        if b.queue_at > now:  # FIFO: never ahead of a call already queued (a credit must not let one jump)
+            need = max(need, b.queue_at - now + min(REORDER_SECONDS, amount * windows[name] / cap))
+        if need > 0 and need > wait:
+            wait, reason = need, name
     if state.cooldown_until - now > wait:
         wait, reason = state.cooldown_until - now, REASON_COOLDOWN
     if wait > max_wait:
         return BackendDecision("timeout", wait, reason, now)
     debits: list[Debit] = []
     for name, cap in caps.items():
-        b, amount = state.buckets[name], cost(name, 1, tokens)
+        b, amount = state.buckets[name], cost(name, 1, price)
+        rate = cap / windows[name]
         # admitted at now + wait: the bucket cannot hold more than it will have refilled by then
-        b.level = min(b.level, cap - wait * cap / windows[name]) - amount
+        b.level = min(b.level, cap - wait * rate) - amount
         tat_before, queue_before = b.tat, b.queue_at
         b.queue_at = now + wait
-        b.tat = max(b.tat, now + wait) + amount * windows[name] / cap
-        debits.append(Debit(name, amount, b.level, b.credits, tat_before, b.tat, queue_before))
+        b.tat = max(b.tat, now + wait) + amount / rate
+        b.spent += amount
+        b.raw += cost(name, 1, tokens)
+        b.seq += 1
+        expected = b.level + wait * rate + (full.get(name, cap) - cap)
+        debits.append(Debit(name, amount, b.level, b.credits, tat_before, b.tat, queue_before,
+                            expected, b.corrections, b.spent, b.raw, b.seq))
     charge = Charge(now, now + wait, state.epoch, tuple(debits)) if debits else None
     return BackendDecision("ok", wait, reason, now, charge)
 
 
 def give_back(
     state: KeyState, caps: dict[str, float], windows: dict[str, float], now: float,
-    requests: int, tokens: int, charge: Charge,
+    requests: int, tokens: int, charge: Charge, raw_tokens: int | None = None,
 ) -> None:
-    """Credit (positive amounts, bounded: see the module doc) or debit (negative) the charged buckets."""
+    """Credit (positive amounts, bounded: see the module doc) or debit (negative) the charged buckets.
+
+    ``tokens`` is in charged units (after the bias), ``raw_tokens`` the same amount as estimated; a release
+    (``requests > 0``) also takes the call's estimate out of the bias sample, and refunds nothing once a
+    header of this call or of a later one was compared (``correct`` saw the upstream without it and gave
+    it back already). Every credit and extra charge counts in the bucket's ``corrections``: a header
+    compared later knows the model moved.
+    """
     if charge.epoch != state.epoch:
         return
     refill(state, caps, windows, now)
+    raw_total = tokens if raw_tokens is None else raw_tokens
     for d in charge.debits:
         b, cap = state.buckets.get(d.bucket), caps.get(d.bucket)
         amount = cost(d.bucket, requests, tokens)
+        raw = cost(d.bucket, requests, raw_total)
         if b is None or cap is None or amount == 0:
             continue
+        if requests > 0:
+            b.dropped += raw  # a released call was never charged upstream: its estimate leaves the bias sample
+            if d.seq <= b.seen:
+                continue  # a header of this call or a later one was compared: the correction gave it back
         if amount < 0:
             b.level += amount
+            b.corrections -= amount
             continue
         rate = cap / windows[d.bucket]
         latest = b.tat == d.tat_after  # nothing committed since: the commit can be undone exactly
@@ -181,10 +297,61 @@ def give_back(
             continue
         b.level += credit
         b.credits += credit
+        b.corrections -= credit
         if latest:
             kept = d.cost - credit
             b.tat = max(tat, charge.admit_at) + kept / rate if kept > 0 else tat
             b.queue_at = queue_at
+
+
+def correct(state: KeyState, s: Shape, name: str, d: Debit, remaining: float, now: float, exact: bool) -> None:
+    """Move the model to the upstream's ``remaining`` after the call of debit ``d``; learn margin and bias.
+
+    Not ``exact`` (a call of a burst, whose place in the upstream's order is unknown): only lower the level.
+    """
+    b, cap, full = state.buckets[name], s.caps[name], s.full[name]
+    rate = cap / s.windows[name]
+    delta = d.expected - remaining - (b.corrections - d.corrections)
+    b.seen = d.seq
+    applied = 0.0
+    if delta > DEADBAND:
+        applied = delta
+    elif delta < -DEADBAND and exact:
+        # the upstream holds more than we thought: newcomers may use it before the calls already queued,
+        # whose admission times stay (the refund ceiling of ``give_back`` does not apply to the truth)
+        applied = -max(0.0, min(-delta, cap - b.level))
+    b.level -= applied
+    b.corrections += applied
+    b.tat += applied / rate  # the GCRA chain moves with the level (level = cap - rate * (tat - now))
+    if exact:
+        held = full - cap  # the initial margin (or the configured one) until one was learned
+        margin = max(MIN_MARGIN, state.margins.get(name, held) * MARGIN_DECAY, delta * MARGIN_FACTOR)
+        state.margins[name] = min(margin, full * MAX_MARGIN_FRACTION, max(0.0, full - 1.0))  # one call still fits
+    if name == TOKENS and (exact or not state.margins.get(name)):
+        # before the first exact comparison, a provisional bias from the burst: it only ever raises the price
+        learn_bias(state, b, d, full, provisional=not exact, residual=min(0.0, delta - applied))
+
+
+def learn_bias(state: KeyState, b: Bucket, d: Debit, full: float, provisional: bool = False,
+               residual: float = 0.0) -> None:
+    """Measure the bias over the calls committed since the last measurement, once they are enough.
+
+    ``provisional`` (a burst's header, before any exact one): the measurement may only raise the bias, and
+    the sample is not closed; ``residual`` is the part of this header's deviation the level did not take
+    (a burst's credit), by which the corrections overstate the upstream's count.
+    """
+    spent0, raw0, dropped0, corr0 = state.bias_base
+    estimated = d.raw - raw0 - (b.dropped - dropped0)
+    if estimated >= max(full * BIAS_PERIOD, BIAS_SAMPLE):
+        # what the upstream charged for the calls up to this one (the model's commits plus every other
+        # level change since: refunds, corrections) per token we estimated for the calls it did charge
+        charged = d.spent - spent0 + b.corrections - corr0 + residual
+        bias = min(BIAS_MAX, max(1.0, charged / estimated))
+        if provisional:
+            state.bias = max(state.bias, bias)
+        else:
+            state.bias = bias
+            state.bias_base = (d.spent, d.raw, b.dropped, b.corrections)
 
 
 def learn(
@@ -195,48 +362,116 @@ def learn(
     seen: LearnedLimits,
     scale: float = 1.0,
     margin: float = 0.0,
+    charge: Charge | None = None,
+    initial: float = 0.0,
 ) -> dict[str, LimitState]:
-    """Adopt header limits and window; correct levels downward only: ``level = min(level, remaining)``.
+    """Adopt header limits and window, then correct the levels (see the module doc).
 
-    Levels are first brought to ``now`` at the old capacities and rates, then the new ones apply.
+    With the ``charge`` of the call these headers answer (same state, no fallback scale), each level is
+    corrected by the uncorrected deviation (``correct``; ``LimitState.used`` says it was compared; a
+    refused call's headers say what the upstream holds without it); without it the level is only lowered,
+    ``level = min(level, remaining)`` (the header excludes our calls still in flight). Levels are first
+    brought to ``now`` at the old capacities and rates, then the new ones apply.
     ``windows_of(learned_window)`` gives the windows in force (a configured window may ignore it).
     """
-    refill(state, *with_margin(effective_caps(configured, state.learned, scale), windows_of(state.window), margin),
-           now)
+    before = shape(state, configured, windows_of, scale, margin, initial)
+    refill(state, before.caps, before.windows, now)
     for name, limit in seen.limits.items():
         if name in LEARNABLE and limit > 0:
             state.learned[name] = limit
     if seen.window is not None and seen.window > 0:
         state.window = seen.window
-    caps, windows = with_margin(effective_caps(configured, state.learned, scale), windows_of(state.window), margin)
-    refill(state, caps, windows, now)
+    if seen.bias is not None and seen.bias > 0:
+        state.bias = seen.bias
+    s = shape(state, configured, windows_of, scale, margin, initial)
+    refill(state, s.caps, s.windows, now)
+    debits = {d.bucket: d for d in charge.debits} if charge is not None and charge.epoch == state.epoch else {}
     out: dict[str, LimitState] = {}
     for name in LEARNABLE:
-        if name not in caps:
+        if name not in s.caps:
             continue
         b = state.buckets[name]
         remaining = seen.remaining.get(name)
-        if remaining is not None:
+        d = debits.get(name) if scale == 1.0 else None
+        used = False
+        if remaining is not None and d is not None and charge is not None:
+            # only a paced call (queued, or the bucket empty at its admission: the next call comes at least its
+            # cost's refill time later, ``decide``) and admitted apart from the one before it has a place in the
+            # upstream's order (a burst arrives in any order): the others only ever lower the level; calls
+            # older than the last one used would undo a newer truth
+            rate = s.caps[name] / s.windows[name]
+            wait = charge.admit_at - charge.at
+            paced = wait > 0 or d.level_after + wait * rate <= DEADBAND
+            if d.seq > b.seen:
+                exact = paced and charge.admit_at - d.queue_before >= REORDER_SECONDS
+                # sent ``delay`` after its admission: the upstream had refilled that much more
+                correct(state, s, name, d, remaining - charge.delay * rate, now, exact)
+                used = True
+                held = s.full[name] - s.caps[name]
+                s = shape(state, configured, windows_of, scale, margin, initial)
+                # the margin held back changed: the level follows, so that level + margin stays the upstream's
+                b.level -= (s.full[name] - s.caps[name]) - held
+                refill(state, s.caps, s.windows, now)
+        elif remaining is not None:
             b.level = min(b.level, remaining * scale)
-        out[name] = LimitState(caps[name], b.level)
+        out[name] = state_of(state, s, name, used=used)
     return out
+
+
+def state_of(state: KeyState, s: Shape, name: str, cooldown: float = 0.0, used: bool = False) -> LimitState:
+    """The public view of one bucket."""
+    bias = state.bias if name in TOKEN_BUCKETS else 1.0
+    margin = state.margins.get(name, s.full[name] - s.caps[name])
+    return LimitState(s.caps[name], state.buckets[name].level, cooldown, bias, margin, used)
 
 
 def cooldown(
     state: KeyState, caps: dict[str, float], windows: dict[str, float], now: float,
-    seconds: float, resources: tuple[str, ...],
+    seconds: float, resources: tuple[str, ...], empty: bool = True,
 ) -> None:
-    """Block the key until ``now + seconds`` and empty the named buckets (debt is kept)."""
+    """Block the key until ``now + seconds`` and (``empty``) empty the named buckets (debt is kept).
+
+    Emptying is the crude correction for a 429 whose headers could not be compared (``learn``).
+    """
     refill(state, caps, windows, now)
     state.cooldown_until = max(state.cooldown_until, now + seconds)
-    for name in resources:
+    for name in resources if empty else ():
         b = state.buckets.get(name)
-        if b is not None:
-            b.level = min(b.level, 0.0)
+        if b is not None and b.level > 0:
+            b.corrections += b.level  # the upstream said it is empty: a correction like any other
+            b.level = 0.0
 
 
-def snapshot(state: KeyState, caps: dict[str, float], windows: dict[str, float], now: float) -> dict[str, LimitState]:
-    """Limit and level per known bucket, with the cooldown left."""
-    refill(state, caps, windows, now)
+def shift(state: KeyState, s: Shape, charge: Charge, tokens: int) -> float:
+    """Seconds a call committed with ``charge`` (``tokens`` estimated) should wait beyond its admission.
+
+    What was learned since its commit, in each token bucket at its rate: the net corrections (the upstream
+    holds less than the call's schedule assumed) and the call's own price at the bias learned since (a call
+    queued before the bias was known would reach the upstream underpriced).
+    Requests are counted alike on both sides: their bucket never delays a call that is already queued.
+    """
+    if charge.epoch != state.epoch:
+        return 0.0
+    out = 0.0
+    for d in charge.debits:
+        b, cap = state.buckets.get(d.bucket), s.caps.get(d.bucket)
+        if b is None or not cap or d.bucket not in TOKEN_BUCKETS or b.seen >= d.seq:
+            continue  # once a header of this call or a later one was compared, later drift is not this call's
+        owed = b.corrections - d.corrections + max(0.0, charged(tokens, state.bias, s.full) - d.cost)
+        out = max(out, owed * s.windows[d.bucket] / cap)
+    return out
+
+
+def snapshot(state: KeyState, s: Shape, now: float) -> dict[str, LimitState]:
+    """Limit and level per known bucket, with the cooldown left, the bias and the margin."""
+    refill(state, s.caps, s.windows, now)
     left = max(0.0, state.cooldown_until - now)
-    return {name: LimitState(cap, state.buckets[name].level, left) for name, cap in caps.items()}
+    return {name: state_of(state, s, name, left) for name in s.caps}
+
+
+def idle(state: KeyState, s: Shape, now: float) -> bool:
+    """Nothing outstanding: no debt, no commit queued for the future, no cooldown (safe to forget)."""
+    if state.cooldown_until > now:
+        return False
+    refill(state, s.caps, s.windows, now)
+    return all(b.level >= 0 and b.queue_at <= now for b in state.buckets.values())

@@ -3,6 +3,10 @@
 Any number of processes on any hosts that use the same URL, prefix and key share one budget and
 one cooldown. Each key is one hash that expires after twice its longest window (longer while a
 cooldown lasts); an expired key starts full again, which is what an idle period would give anyway.
+
+``peers`` keeps a sorted set of the live processes (member: a random peer id, score: the expiry time
+on the server's clock): each heartbeat drops the expired members, refreshes ours and counts them. The
+limiter uses the count to size its share of the budget while Redis is down.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from middleware.limits.redis_script import LUA
+from middleware.limits.redis_script import LUA, PEERS_LUA
 from middleware.limits.types import (
     BUCKETS,
     DAY_SECONDS,
@@ -47,6 +51,13 @@ def _arg(value: float | None) -> str:
     return "" if value is None else repr(float(value))
 
 
+_DEBIT = len(Debit._fields)  # values per debit in the script's answers and arguments
+
+
+def _flat(charge: Charge) -> list[str]:
+    return [v for d in charge.debits for v in (_INDEX[d.bucket], *(repr(float(x)) for x in d[1:]))]
+
+
 class RedisBackend:
     """Shared limits in Redis. Raises ``redis.RedisError``/``OSError`` when Redis fails (the limiter falls back).
 
@@ -69,13 +80,14 @@ class RedisBackend:
             )
         self._client = client
         self._script = client.register_script(LUA)
+        self._peers = client.register_script(PEERS_LUA)
         self._prefix = config.redis_prefix
         self._clock = clock
         configured = config.configured()
         self._limits = [_arg(configured[b]) for b in BUCKETS]
         longest = DAY_SECONDS if config.requests_per_day or config.tokens_per_day else config.base_window
         window = ("~" if config.learns_window else "") + repr(float(config.base_window))
-        window += f":{float(config.jitter_margin_seconds)!r}"
+        window += f":{float(config.jitter_margin_seconds)!r}:{float(config.held_initially)!r}"
         self._common = [*self._limits, window, str(math.ceil(2 * longest))]
 
     def _key(self, key: LimiterKey) -> str:
@@ -90,32 +102,50 @@ class RedisBackend:
         out = [_s(v) for v in self._call("reserve", key, str(tokens), repr(float(max_wait)))]
         status, wait, reason, now, limit, epoch = out[:6]
         debits = tuple(
-            Debit(_bucket(int(float(out[i]))), *(float(v) for v in out[i + 1:i + 7]))
-            for i in range(6, len(out), 7)
+            Debit(_bucket(int(float(out[i]))), *(float(v) for v in out[i + 1:i + _DEBIT]))
+            for i in range(6, len(out), _DEBIT)
         )
         charge = Charge(float(now), float(now) + float(wait), epoch, debits) if debits else None
         why = _REASONS.get(reason) or _bucket(reason)
         return BackendDecision(status, float(wait), why, float(now), charge, float(limit))  # type: ignore[arg-type]
 
-    def adjust(self, key: LimiterKey, requests: int, tokens: int, charge: Charge) -> None:
+    def adjust(
+        self, key: LimiterKey, requests: int, tokens: int, charge: Charge, raw_tokens: int | None = None,
+    ) -> None:
         """Give back (positive, bounded) or charge extra (negative) on the charged buckets."""
-        flat = [v for d in charge.debits for v in (_INDEX[d.bucket], *(repr(x) for x in d[1:]))]
+        raw = tokens if raw_tokens is None else raw_tokens
         self._call(
-            "adjust", key, str(requests), str(tokens), repr(charge.at), charge.epoch, repr(charge.admit_at), *flat,
+            "adjust", key, str(requests), str(tokens), repr(charge.at), charge.epoch, repr(charge.admit_at),
+            str(raw), *_flat(charge),
         )
 
-    def learn(self, key: LimiterKey, seen: LearnedLimits) -> dict[str, LimitState]:
-        """Adopt limits and window from headers and correct levels downward."""
-        args = [_arg(m.get(b)) for b in BUCKETS[:2] for m in (seen.limits, seen.remaining)] + [_arg(seen.window)]
+    def learn(self, key: LimiterKey, seen: LearnedLimits, charge: Charge | None = None) -> dict[str, LimitState]:
+        """Adopt limits, window (and bias) from headers and correct the levels (``buckets.learn``)."""
+        args = [_arg(m.get(b)) for b in BUCKETS[:2] for m in (seen.limits, seen.remaining)]
+        args += [_arg(seen.window), _arg(seen.bias)]
+        args += ["", "", "", ""] if charge is None else [
+            charge.epoch, repr(charge.at), repr(charge.admit_at), repr(charge.delay), *_flat(charge)]
         return self._states(self._call("learn", key, *args), 0.0)
 
-    def cooldown(self, key: LimiterKey, seconds: float, resources: tuple[str, ...]) -> None:
-        """Block the key for ``seconds`` in every process and empty the named buckets."""
-        self._call("cooldown", key, repr(float(seconds)), ",".join(_INDEX[b] for b in resources))
+    def peers(self, peer_id: str, ttl: float, present: bool = True) -> int:
+        """Refresh (or, ``present=False``, remove) this process in the peers set; the live peers counted."""
+        args = [peer_id, repr(float(ttl)), "1" if present else "0"]
+        return int(self._peers(keys=[f"{self._prefix}:peers"], args=args))
+
+    def cooldown(self, key: LimiterKey, seconds: float, resources: tuple[str, ...], empty: bool = True) -> None:
+        """Block the key for ``seconds`` in every process and (``empty``) empty the named buckets."""
+        self._call("cooldown", key, repr(float(seconds)), ",".join(_INDEX[b] for b in resources) if empty else "")
 
     def cooldown_left(self, key: LimiterKey) -> float:
         """Seconds the key's cooldown still lasts."""
         return float(_s(self._call("snapshot", key)[0]))
+
+    def recheck(self, key: LimiterKey, charge: Charge | None, tokens: int) -> tuple[float, float]:
+        """For a call waking at its admission: (cooldown left, ``buckets.shift`` of its charge)."""
+        args = [] if charge is None else [str(tokens), charge.epoch, repr(charge.at), repr(charge.admit_at),
+                                          *_flat(charge)]
+        out = self._call("recheck", key, *args)
+        return float(_s(out[0])), float(_s(out[1]))
 
     def snapshot(self, key: LimiterKey) -> dict[str, LimitState]:
         """Limit and level per known bucket (read only)."""
@@ -125,8 +155,9 @@ class RedisBackend:
     @staticmethod
     def _states(flat: Sequence[Any], cooldown: float) -> dict[str, LimitState]:
         return {
-            _bucket(flat[i]): LimitState(float(_s(flat[i + 1])), float(_s(flat[i + 2])), cooldown)
-            for i in range(0, len(flat), 3)
+            _bucket(flat[i]): LimitState(float(_s(flat[i + 1])), float(_s(flat[i + 2])), cooldown,
+                                         float(_s(flat[i + 3])), float(_s(flat[i + 4])), _s(flat[i + 5]) == "1")
+            for i in range(0, len(flat), 6)
         }
 
     def ping(self) -> None:

@@ -2,20 +2,28 @@
 
 OpenAI-like limits are token buckets of capacity ``L`` refilled at ``L / W`` per second, and
 ``reset`` is the time until the bucket is full again: ``reset = (L - level) * W / L``. So one header
-set gives ``W = L * reset / (L - level)``. ``remaining`` is the level rounded down (OpenAI and the
-simulator), so the deficit ``d = L - level`` lies in ``(D - 1, D]`` with ``D = L - remaining``, and
-one observation bounds the window to the interval ``[L * reset / D, L * reset / (D - 1))``
-(unbounded above when ``D = 1``). Observations with ``remaining >= L`` carry no information and
-are ignored, and so are those with ``reset < MIN_RESET_SECONDS`` (including ``reset = 0``): resets
-are sent at millisecond resolution (rounded up by the simulator), so a 20 ms reset is known only to
-5%, a 50 ms one to 2%; rounding up only ever errs towards a longer, safer window.
+set gives ``W = L * reset / (L - level)``. Upstreams round both numbers their own way: ``remaining``
+down or to the nearest unit, ``reset`` to the millisecond or to a coarser step, up, down or to the
+nearest. Nothing here assumes one of them: the deficit ``L - level`` lies in ``(D - 1, D + 0.5)``
+with ``D = L - remaining`` (down: ``(D - 1, D]``; nearest: ``[D - 0.5, D + 0.5)``), and ``reset``
+within one *resolution* either way, the resolution
+being the coarsest of 1 s, 100 ms, 10 ms and 1 ms that every reset seen so far is a multiple of (a
+server rounding to 100 ms never shows a finer digit; until one shows up, the coarser assumption only
+widens the intervals: the safe side). One observation then bounds the window to
+``[L * (reset - res) / (D + 0.5), L * (reset + res) / max(D - 1, m)]``, ``m`` being the least deficit
+the call that received the headers left: headers sent with a response right after its request was
+charged show a requests bucket at least one request from full (``m = 1``); otherwise ``m = 0`` and
+the interval is unbounded above when ``D <= 1``.
+Observations with ``remaining >= L`` carry no information and are ignored, and so are those with
+``reset < MIN_RESET_SECONDS`` (including ``reset = 0``).
 
 The estimate intersects the intervals of the most recent observations (requests and tokens alike:
 both buckets share one window, as in ``LimitConfig``), newest first, stopping at the first one that
 contradicts the newer ones (so a change of the upstream window is followed within a few calls).
-It is the upper end of the intersection when that is finite (the slower, safe refill: exact to
-``1/D``, i.e. to a few ppm for token buckets), else the lower end, clamped to
-``[MIN_LEARNED_WINDOW_SECONDS, MAX_LEARNED_WINDOW_SECONDS]``.
+It is the upper end of the intersection (the slower, safe refill), clamped to
+``[MIN_LEARNED_WINDOW_SECONDS, MAX_LEARNED_WINDOW_SECONDS]``; while no observation bounds it from
+above (only buckets one unit from full were seen), there is no estimate: a lower bound alone would
+be the fast, unsafe side.
 """
 
 from __future__ import annotations
@@ -28,10 +36,27 @@ from middleware.limits.types import MAX_LEARNED_WINDOW_SECONDS, MIN_LEARNED_WIND
 
 DEFAULT_OBSERVATIONS = 16
 MIN_RESET_SECONDS = 0.05
+RESOLUTIONS = (1.0, 0.1, 0.01, 0.001)  # coarsest first
 
 
-def window_bounds(limit: float | None, remaining: float | None, reset: float | None) -> tuple[float, float] | None:
-    """The interval of windows consistent with one bucket's headers, or ``None`` if uninformative."""
+def resolution_of(reset: float) -> float:
+    """The coarsest step of ``RESOLUTIONS`` that ``reset`` is a multiple of (1 ms when none is)."""
+    for step in RESOLUTIONS:
+        ratio = reset / step
+        if abs(ratio - round(ratio)) < 1e-6:
+            return step
+    return RESOLUTIONS[-1]
+
+
+def window_bounds(
+    limit: float | None, remaining: float | None, reset: float | None, resolution: float = RESOLUTIONS[-1],
+    min_deficit: float = 0.0,
+) -> tuple[float, float] | None:
+    """The interval of windows consistent with one bucket's headers, or ``None`` if uninformative.
+
+    ``resolution``: how coarsely ``reset`` may have been rounded (either way); ``min_deficit``: the least
+    the bucket can lack (the cost of the call just charged), see the module doc.
+    """
     if limit is None or remaining is None or reset is None:
         return None
     if not (math.isfinite(limit) and math.isfinite(remaining) and math.isfinite(reset)):
@@ -39,8 +64,9 @@ def window_bounds(limit: float | None, remaining: float | None, reset: float | N
     if limit <= 0 or reset < MIN_RESET_SECONDS or remaining >= limit:
         return None
     deficit = limit - max(0.0, remaining)
-    low = limit * reset / deficit
-    high = limit * reset / (deficit - 1) if deficit > 1 else math.inf
+    low = limit * max(0.0, reset - resolution) / (deficit + 0.5)
+    least = max(deficit - 1, min_deficit)
+    high = limit * (reset + resolution) / least if least > 0 else math.inf
     return low, high
 
 
@@ -48,28 +74,41 @@ class WindowEstimator:
     """Robust window estimate from the last ``keep`` informative observations (thread-safe)."""
 
     def __init__(self, keep: int = DEFAULT_OBSERVATIONS) -> None:
-        self._seen: deque[tuple[float, float]] = deque(maxlen=keep)
+        self._seen: deque[tuple[float, float, float, float]] = deque(maxlen=keep)
+        self._resolution = RESOLUTIONS[0]
         self._lock = threading.Lock()
 
-    def observe(self, limit: float | None, remaining: float | None, reset: float | None) -> bool:
+    @property
+    def resolution(self) -> float:
+        """The reset rounding step assumed so far."""
+        return self._resolution
+
+    def observe(self, limit: float | None, remaining: float | None, reset: float | None,
+                min_deficit: float = 0.0) -> bool:
         """Record one bucket's headers; returns whether they were informative."""
-        bounds = window_bounds(limit, remaining, reset)
-        if bounds is None:
+        if window_bounds(limit, remaining, reset, RESOLUTIONS[-1], min_deficit) is None:
             return False
+        assert limit is not None and remaining is not None and reset is not None
         with self._lock:
-            self._seen.append(bounds)
+            self._resolution = min(self._resolution, resolution_of(reset))
+            self._seen.append((limit, remaining, reset, min_deficit))
         return True
 
     def estimate(self) -> float | None:
         """The current window estimate in seconds (``None`` before any informative observation)."""
         with self._lock:
-            seen = list(self._seen)
+            seen, resolution = list(self._seen), self._resolution
         if not seen:
             return None
         low, high = 0.0, math.inf
-        for a, b in reversed(seen):
+        for limit, remaining, reset, least in reversed(seen):
+            bounds = window_bounds(limit, remaining, reset, resolution, least)
+            if bounds is None:
+                continue
+            a, b = bounds
             if a > high or b < low:
                 break  # contradicts newer observations: the upstream changed, forget the older ones
             low, high = max(low, a), min(high, b)
-        window = high if math.isfinite(high) else low
-        return min(MAX_LEARNED_WINDOW_SECONDS, max(MIN_LEARNED_WINDOW_SECONDS, window))
+        if not math.isfinite(high):
+            return None
+        return min(MAX_LEARNED_WINDOW_SECONDS, max(MIN_LEARNED_WINDOW_SECONDS, high))

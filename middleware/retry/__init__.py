@@ -9,6 +9,7 @@ from .budget import RetryBudget
 from .classify import FailureClass, classify
 from .config import RetryConfig
 from .controller import CallRetryState, RetryController, RetryDecision
+from .errors import RateLimitWaitExceeded
 from .events import NoopRetryEvents, RetryEvents
 from .redis_breaker import RedisCircuitBreaker
 from .redis_budget import RedisRetryBudget
@@ -23,6 +24,7 @@ __all__ = [
     "CircuitBreaker",
     "FailureClass",
     "NoopRetryEvents",
+    "RateLimitWaitExceeded",
     "RedisCircuitBreaker",
     "RedisRetryBudget",
     "RetryBudget",

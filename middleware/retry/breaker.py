@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -12,6 +13,8 @@ from .config import RetryConfig
 from .window import SlidingCounts
 
 CLOSED, HALF_OPEN, OPEN = "closed", "half_open", "open"
+MAX_CIRCUITS = 4096  # circuits kept in memory; beyond it the least recently used closed ones are forgotten
+_EVICTION_SCAN = 8
 Outcome = Literal["success", "failure", "neutral"]
 _TOTAL, _FAILURES = 0, 1
 
@@ -39,13 +42,25 @@ class _Circuit:
 
 
 class CircuitBreaker:
-    """In-memory, thread-safe breaker. Outcomes: "failure" counts (upstream faults), "neutral" does not."""
+    """In-memory, thread-safe breaker. Outcomes: "failure" counts (upstream faults), "neutral" does not.
 
-    def __init__(self, config: RetryConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    At most ``max_circuits`` circuits are kept (model names come from callers): beyond it, the least recently
+    used *closed* circuits without a probe in flight are forgotten, a few per new circuit (a forgotten one
+    starts closed again, its recent counts lost); open and half-open circuits are always kept.
+    """
+
+    def __init__(self, config: RetryConfig, clock: Callable[[], float] = time.monotonic,
+                 max_circuits: int = MAX_CIRCUITS) -> None:
         self.config = config
         self._clock = clock
         self._lock = threading.Lock()
-        self._circuits: dict[tuple[str, str], _Circuit] = {}
+        self._max = max_circuits
+        self._circuits: OrderedDict[tuple[str, str], _Circuit] = OrderedDict()
+
+    @property
+    def size(self) -> int:
+        """Entries held in memory."""
+        return len(self._circuits)
 
     def acquire(self, endpoint: str, model: str) -> BreakerPermit:
         """Ask to send one attempt; a half-open circuit lets ``breaker_half_open_probes`` through."""
@@ -113,7 +128,21 @@ class CircuitBreaker:
 
     def _circuit(self, endpoint: str, model: str) -> _Circuit:
         with self._lock:
-            c = self._circuits.get((endpoint, model))
+            key = (endpoint, model)
+            c = self._circuits.get(key)
             if c is None:
-                c = self._circuits[(endpoint, model)] = _Circuit(SlidingCounts(self.config.breaker_window_seconds, 2))
+                self._evict()
+                c = self._circuits[key] = _Circuit(SlidingCounts(self.config.breaker_window_seconds, 2))
+            else:
+                self._circuits.move_to_end(key)
             return c
+
+    def _evict(self) -> None:
+        for _ in range(min(_EVICTION_SCAN, len(self._circuits))):
+            if len(self._circuits) < self._max:
+                return
+            key, c = next(iter(self._circuits.items()))
+            if c.state == CLOSED and not c.in_flight:
+                del self._circuits[key]
+            else:
+                self._circuits.move_to_end(key)  # open, or a probe in flight: live, keep it

@@ -4,27 +4,36 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from .config import RetryConfig
 from .window import SlidingCounts
 
 _DEPOSITS, _WITHDRAWALS = 0, 1
-_PRUNE_ABOVE = 1024
+MAX_KEYS = 4096  # keys kept in memory; beyond it the least recently used are forgotten
 
 
 class RetryBudget:
     """In-memory, thread-safe retry budget per key.
 
     Over any window, retries <= ``budget_ratio`` x requests + ``budget_min_retries_per_second`` x window:
-    each original request deposits ``budget_ratio`` tokens, each retry withdraws one.
+    each original request deposits ``budget_ratio`` tokens, each retry withdraws one. At most ``max_keys``
+    keys are kept (least recently used forgotten first: a forgotten key starts at the floor again).
     """
 
-    def __init__(self, config: RetryConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, config: RetryConfig, clock: Callable[[], float] = time.monotonic,
+                 max_keys: int = MAX_KEYS) -> None:
         self.config = config
         self._clock = clock
         self._lock = threading.Lock()
-        self._windows: dict[str, SlidingCounts] = {}
+        self._max = max_keys
+        self._windows: OrderedDict[str, SlidingCounts] = OrderedDict()
+
+    @property
+    def size(self) -> int:
+        """Entries held in memory."""
+        return len(self._windows)
 
     @property
     def floor(self) -> float:
@@ -57,8 +66,9 @@ class RetryBudget:
     def _window(self, key: str) -> SlidingCounts:
         window = self._windows.get(key)
         if window is None:
-            if len(self._windows) >= _PRUNE_ABOVE:
-                now = self._clock()
-                self._windows = {k: w for k, w in self._windows.items() if not w.empty(now)}
+            while len(self._windows) >= self._max:
+                self._windows.popitem(last=False)
             window = self._windows[key] = SlidingCounts(self.config.budget_window_seconds, 2)
+        else:
+            self._windows.move_to_end(key)
         return window

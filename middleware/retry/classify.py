@@ -54,6 +54,7 @@ class FailureClass:
     rate_limit_resource: str | None = None
     error_type: str = "Exception"
     request_id: str | None = None
+    rate_limit_limit: float | None = None  # the refused resource's limit (``x-ratelimit-limit-*`` or "Limit N")
 
     @property
     def counts_for_breaker(self) -> bool:
@@ -96,6 +97,7 @@ def _classify_response(exc: BaseException, response: Any, name: str) -> FailureC
     body = exc.body if isinstance(exc, openai.APIError) else _json_body(response)
     reason = _body_reason(body, status) or _status_reason(status)
     resource = _rate_limit_resource(body) if reason == "rate_limit" else None
+    limit = _rate_limit_limit(body, headers, resource) if reason == "rate_limit" else None
     retryable = reason in RETRYABLE_REASONS
     should_retry = headers.get("x-should-retry", "").strip().lower()
     if should_retry == "false" and retryable:
@@ -103,7 +105,7 @@ def _classify_response(exc: BaseException, response: Any, name: str) -> FailureC
     elif should_retry == "true" and not retryable and reason not in NEVER_RETRY:
         reason, retryable = "should_retry_header", True
     request_id = getattr(exc, "request_id", None) or headers.get("x-request-id")
-    return FailureClass(retryable, reason, status, parse_retry_after(headers), resource, name, request_id)
+    return FailureClass(retryable, reason, status, parse_retry_after(headers), resource, name, request_id, limit)
 
 
 def _status_reason(status: int) -> str:
@@ -133,6 +135,23 @@ def _rate_limit_resource(body: object) -> str | None:
         if kind.lower().startswith(resource) or f"on {resource} per" in message.lower():
             return resource
     return None
+
+
+_LIMIT_IN_MESSAGE = re.compile(r"\bLimit (\d+(?:\.\d+)?)")
+
+
+def _rate_limit_limit(body: object, headers: Mapping[str, str], resource: str | None) -> float | None:
+    """The refused resource's limit: its ``x-ratelimit-limit-*`` header, else OpenAI's "Limit N" message."""
+    for name in (resource,) if resource else ("tokens", "requests"):
+        raw = headers.get(f"x-ratelimit-limit-{name}")
+        try:
+            value = float(raw) if raw is not None else None
+        except ValueError:
+            value = None
+        if value is not None and value > 0:
+            return value
+    match = _LIMIT_IN_MESSAGE.search(_error_fields(body)[2])
+    return float(match.group(1)) if match else None
 
 
 def _error_object(body: object) -> Mapping[str, Any] | None:

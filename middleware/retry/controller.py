@@ -1,4 +1,14 @@
-"""Retry decisions for one call; the pipeline owns the loop and the sleeping (sync or async)."""
+"""Retry decisions for one call; the pipeline owns the loop and the sleeping (sync or async).
+
+Rate limits are waits, not failures: a 429 of type requests/tokens (never ``insufficient_quota`` nor
+"Request too large", which classify as terminal) is retried for as long as the call's wait budget
+lasts (``LimitConfig.max_wait_seconds``, given to ``start``: the time the call spent waiting for
+capacity in the limiter plus the delays after 429s), whatever ``max_attempts`` says (that cap is for
+failures of the upstream; ``per_class["rate_limit"]`` still caps them when set explicitly), and it
+spends nothing of the retry budget (which guards against storms of 5xx). When the next wait would
+not fit in what is left, the call fails with ``RateLimitWaitExceeded`` (how long it waited, on which
+resource, under which limit), caused by the last 429.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +19,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from middleware.errors import AttemptRecord, CircuitOpenError, RetryAfterTooLong
+from middleware.errors import AttemptRecord, CircuitOpenError, RetryAfterTooLong, ThrottleTimeout
 
 from .backoff import compute_backoff, retry_after_delay
 from .breaker import OPEN, BreakerPermit, CircuitBreaker, Outcome
 from .budget import RetryBudget
 from .classify import CANCELLED, OPT_IN_REASONS, FailureClass, classify
 from .config import RetryConfig
+from .errors import RateLimitWaitExceeded
 from .events import NoopRetryEvents, RetryEvents, SafeEvents
 from .redis_breaker import RedisCircuitBreaker
 from .redis_budget import RedisRetryBudget
 from .redis_support import make_client
 
 MIN_CIRCUIT_WAIT = 0.001  # the shortest wait before_attempt asks for; below it the call fails (bound reached)
+DEFAULT_WAIT_BUDGET = 60.0  # LimitConfig.max_wait_seconds' default, for a controller used without a limiter
+RATE_LIMIT = "rate_limit"
 
 
 @dataclass(frozen=True)
@@ -63,23 +76,29 @@ class RetryController:
                 breaker = RedisCircuitBreaker(config, client, prefix=config.redis_prefix)
         return cls(config, budget, breaker, clock=clock, rng=rng, events=events)
 
-    def start(self, key: str, endpoint: str, model: str) -> CallRetryState:
-        """Begin one call: ``key`` selects the retry budget, (endpoint, model) the circuit breaker."""
+    def start(self, key: str, endpoint: str, model: str, wait_budget: float = DEFAULT_WAIT_BUDGET) -> CallRetryState:
+        """Begin one call: ``key`` selects the retry budget, (endpoint, model) the circuit breaker;
+        ``wait_budget`` bounds the call's waits for capacity (admission waits and 429 delays)."""
         if self.budget is not None:
             self.budget.deposit(key)
-        return CallRetryState(self, key, endpoint, model)
+        return CallRetryState(self, key, endpoint, model, wait_budget)
 
 
 class CallRetryState:
     """The retry state of one call: attempts made, delays chosen and the attempt history."""
 
-    def __init__(self, controller: RetryController, key: str, endpoint: str, model: str) -> None:
+    def __init__(self, controller: RetryController, key: str, endpoint: str, model: str,
+                 wait_budget: float = DEFAULT_WAIT_BUDGET) -> None:
         self._c = controller
         self.key, self.endpoint, self.model = key, endpoint, model
         self.started_at = controller.clock()
         self.attempt = 0
         self.history: list[AttemptRecord] = []
         self._retries: Counter[str] = Counter()
+        self._capped = 0  # retries counted against max_attempts (rate limits are not, unless per_class says so)
+        self.wait_budget = wait_budget
+        self.capacity_waited = 0.0  # seconds waited for capacity: admission waits and delays after 429s
+        self._rate_limited: tuple[BaseException, FailureClass] | None = None  # the last 429
         self._previous_delay: float | None = None
         self._permit = BreakerPermit(True, "closed")
         self._in_flight = False
@@ -90,6 +109,36 @@ class CallRetryState:
     def elapsed(self) -> float:
         """Seconds since the call started."""
         return self._c.clock() - self.started_at
+
+    @property
+    def wait_left(self) -> float:
+        """Seconds of the wait budget this call may still spend waiting for capacity."""
+        return max(0.0, self.wait_budget - self.capacity_waited)
+
+    def admitted(self, waited_seconds: float) -> None:
+        """The limiter admitted an attempt after ``waited_seconds``: they count against the wait budget."""
+        self.capacity_waited += max(0.0, waited_seconds)
+
+    def throttle_error(self, exc: ThrottleTimeout) -> BaseException:
+        """The error to raise when the limiter refused an attempt for want of wait budget.
+
+        After a 429 it is the clear ``RateLimitWaitExceeded`` (caused by that 429), else ``exc`` itself.
+        """
+        if self._rate_limited is None:
+            return exc
+        return self._wait_exceeded(exc.needed_seconds, *self._rate_limited)
+
+    def _wait_exceeded(self, needed: float, cause: BaseException, failure: FailureClass) -> RateLimitWaitExceeded:
+        resource, limit = failure.rate_limit_resource, failure.rate_limit_limit
+        on = f"on {resource}" if resource else "(resource not named by the server)"
+        under = f" (limit {limit:g})" if limit is not None else ""
+        error = RateLimitWaitExceeded(
+            f"{self.model}: still rate limited {on}{under} after waiting {self.capacity_waited:.1f}s for capacity; "
+            f"the next attempt would need {needed:.1f}s more, past max_wait_seconds={self.wait_budget:g}",
+            needed_seconds=needed, max_wait_seconds=self.wait_budget, waited_seconds=self.capacity_waited,
+            resource=resource, limit=limit, model=self.model)
+        error.__cause__ = cause
+        return error
 
     def before_attempt(self) -> float:
         """Call before each attempt: 0.0 means send it now (it is counted); a positive value means the circuit is
@@ -166,8 +215,15 @@ class CallRetryState:
             failure.error_type, decision.delay_seconds, failure.request_id))
         if decision.retry:
             self._retries[failure.reason] += 1
+            if self._counts_against_attempts(failure.reason):
+                self._capped += 1
+            if failure.reason == RATE_LIMIT:
+                self.capacity_waited += decision.delay_seconds
             self._previous_delay = decision.delay_seconds
         return decision
+
+    def _counts_against_attempts(self, reason: str) -> bool:
+        return reason != RATE_LIMIT or RATE_LIMIT in self._c.config.per_class
 
     def on_cancel(self, *, sent: bool = True) -> None:
         """Call when an attempt begun with ``before_attempt`` ends without a verdict: asyncio.CancelledError,
@@ -191,7 +247,8 @@ class CallRetryState:
         cfg, reason = self._c.config, failure.reason
         if not (failure.retryable or (reason in OPT_IN_REASONS and cfg.max_retries_for(reason) > 0)):
             return RetryDecision(False, 0.0, failure, "terminal")
-        if self._retries[reason] >= cfg.max_retries_for(reason) or self._retries.total() >= cfg.total_retry_cap:
+        capped = self._counts_against_attempts(reason)
+        if capped and (self._retries[reason] >= cfg.max_retries_for(reason) or self._capped >= cfg.total_retry_cap):
             return RetryDecision(False, 0.0, failure, "max_attempts")
         server_delay = failure.retry_after_seconds
         if server_delay is not None and server_delay > cfg.max_retry_after:
@@ -206,6 +263,10 @@ class CallRetryState:
             delay = compute_backoff(self.attempt, cfg, self._previous_delay, self._c.rng)
         if cfg.deadline_seconds is not None and self.elapsed + delay > cfg.deadline_seconds:
             return RetryDecision(False, 0.0, failure, "deadline")
+        if reason == RATE_LIMIT:  # a wait, within the wait budget; never a retry-budget withdrawal
+            self._rate_limited = (exc, failure)
+            if delay > self.wait_left:
+                return RetryDecision(False, 0.0, failure, "wait_budget", self._wait_exceeded(delay, exc, failure))
         breaker = self._c.breaker
         wait = breaker.retry_in(self.endpoint, self.model) if breaker is not None else 0.0
         if wait > delay and wait - delay > self._wait_allowance(after=delay):  # else before_attempt will wait
@@ -213,7 +274,7 @@ class CallRetryState:
             refused.__cause__ = exc
             return RetryDecision(False, 0.0, failure, "circuit_open", refused)
         budget = self._c.budget
-        if budget is not None and not budget.try_withdraw(self.key):
+        if budget is not None and reason != RATE_LIMIT and not budget.try_withdraw(self.key):
             self._c.events.retry_budget_exhausted(self.model)
             return RetryDecision(False, 0.0, failure, "budget_exhausted")
         return RetryDecision(True, delay, failure)

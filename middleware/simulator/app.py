@@ -32,7 +32,7 @@ class SimulatorApp:
         self.faults = FaultState(seed=config.seed, quota_exhausted=config.quota_exhausted)
         self.faults.update({"outages": config.outages, "outage_fault": config.outage_fault})
         self.faults.set_rates(config.fault_rates)
-        self.limiter = RateLimiter(config.rpm, config.tpm, config.window_s)
+        self.limiter = RateLimiter.for_config(config)
         latency = Latency(config.ttft_s, config.tokens_per_s, config.jitter, config.time_scale, config.seed)
         self.svc = Services(config, latency, self.stats)
         self.gate = Gate(self.svc, self.faults, self.limiter)

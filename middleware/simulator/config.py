@@ -48,6 +48,17 @@ class SimulatorConfig:
     charge_mode: Literal["admission", "usage"] = "admission"
     default_max_output_tokens: int = 0
     quota_exhausted: bool = False
+    # Rate-limit accounting that may disagree with the middleware's (see ``counting.rate_limit_charge``):
+    # the prompt as counted by ``accounting`` ("exact" = ours, "legacy" = the cookbook's gpt-3.5-turbo-0301
+    # rule, "chars" = characters / 4), times ``charge_factor`` plus ``charge_offset``, plus
+    # ``n * max_tokens`` when ``charge_per_choice``; headers rounded as ``ratelimit.HeaderRounding``.
+    accounting: Literal["exact", "legacy", "chars"] = "exact"
+    charge_factor: float = 1.0
+    charge_offset: int = 0
+    charge_per_choice: bool = False
+    remaining_rounding: Literal["down", "nearest"] = "down"
+    reset_resolution_s: float = 0.001
+    reset_rounding: Literal["up", "down", "nearest"] = "up"
     # Deterministic output.
     output_tokens_min: int = 20
     output_tokens_max: int = 200
@@ -124,6 +135,13 @@ class SimulatorConfig:
             charge_mode=ns.charge_mode,
             default_max_output_tokens=ns.default_max_output_tokens,
             quota_exhausted=ns.quota_exhausted,
+            accounting=ns.accounting,
+            charge_factor=ns.charge_factor,
+            charge_offset=ns.charge_offset,
+            charge_per_choice=ns.charge_per_choice,
+            remaining_rounding=ns.remaining_rounding,
+            reset_resolution_s=ns.reset_resolution,
+            reset_rounding=ns.reset_rounding,
             output_tokens_min=ns.output_tokens_min,
             output_tokens_max=ns.output_tokens_max,
             embedding_dimensions=ns.embedding_dimensions,
@@ -257,6 +275,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--charge-mode", choices=("admission", "usage"), default="admission")
     p.add_argument("--default-max-output-tokens", type=int, default=0, help="charged when a request sets no max")
     p.add_argument("--quota-exhausted", action="store_true", help="answer every request with insufficient_quota")
+    p.add_argument("--accounting", choices=("exact", "legacy", "chars"), default="exact",
+                   help="prompt count the rate limiter charges: exact (the middleware's), legacy (cookbook "
+                        "gpt-3.5-turbo-0301 rule), chars (characters / 4)")
+    p.add_argument("--charge-factor", type=float, default=1.0, help="multiplies the charged prompt tokens")
+    p.add_argument("--charge-offset", type=int, default=0, help="tokens added to every request's charge")
+    p.add_argument("--charge-per-choice", action="store_true", help="charge n * max_tokens for the output")
+    p.add_argument("--remaining-rounding", choices=("down", "nearest"), default="down",
+                   help="rounding of x-ratelimit-remaining-*")
+    p.add_argument("--reset-resolution", type=float, default=0.001,
+                   help="resolution of x-ratelimit-reset-* in seconds (default 0.001)")
+    p.add_argument("--reset-rounding", choices=("up", "down", "nearest"), default="up",
+                   help="rounding of x-ratelimit-reset-* to its resolution")
     p.add_argument("--output-tokens-min", type=int, default=20)
     p.add_argument("--output-tokens-max", type=int, default=200)
     p.add_argument("--embedding-dimensions", type=int, default=1536)

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from .call import Call, Services, Settle
-from .counting import count_prompt_tokens
+from .counting import count_prompt_tokens, rate_limit_charge
 from .durations import format_go_duration
 from .exchange import Exchange, default_error, retry_after_headers
 from .faults import Fault, FaultState, FaultSyntaxError, garble_ratelimit_headers, parse_fault
@@ -123,7 +123,11 @@ class Gate:
             ex.send_error(429, _QUOTA_MESSAGE, "insufficient_quota", "insufficient_quota")
             return
         prompt = count_prompt_tokens(operation, body)
-        charge = prompt + max_output_tokens(operation, body, self.svc.config.default_max_output_tokens)
+        cfg = self.svc.config
+        charge = rate_limit_charge(
+            operation, body, prompt, max_output_tokens(operation, body, cfg.default_max_output_tokens),
+            accounting=cfg.accounting, factor=cfg.charge_factor, offset=cfg.charge_offset,
+            per_choice=cfg.charge_per_choice)
         if self.limiter.enabled:
             decision = self.limiter.admit(key, charge)
             ex.headers = list(decision.headers)

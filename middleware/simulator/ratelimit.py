@@ -7,8 +7,37 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .durations import format_go_duration
+
+if TYPE_CHECKING:
+    from .config import SimulatorConfig
+
+
+@dataclass(frozen=True)
+class HeaderRounding:
+    """How ``x-ratelimit-remaining-*`` and ``x-ratelimit-reset-*`` are rounded.
+
+    The default is ours (remaining rounded down, resets rounded up to the millisecond); another upstream may
+    round remaining to the nearest unit and resets to a coarser ``reset_resolution_s`` in either direction.
+    """
+
+    remaining: str = "down"  # "down" | "nearest"
+    reset_resolution_s: float = 0.001
+    reset: str = "up"  # "up" | "down" | "nearest"
+
+    def remaining_text(self, level: float) -> str:
+        """The remaining header of a bucket at ``level``."""
+        value = math.floor(level) if self.remaining == "down" else math.floor(level + 0.5)
+        return str(max(0, value))
+
+    def reset_text(self, seconds: float) -> str:
+        """The reset header for ``seconds`` until full."""
+        steps = seconds / self.reset_resolution_s
+        rounded = {"up": math.ceil, "down": math.floor}.get(self.reset, lambda x: math.floor(x + 0.5))(
+            round(steps, 6))
+        return format_go_duration(rounded * self.reset_resolution_s)
 
 
 class TokenBucket:
@@ -61,13 +90,21 @@ class RateLimiter:
         tpm: int | None,
         window_s: float,
         clock: Callable[[], float] = time.monotonic,
+        rounding: HeaderRounding | None = None,
     ) -> None:
         self.rpm = rpm or 0
         self.tpm = tpm or 0
         self.window_s = window_s
+        self.rounding = rounding or HeaderRounding()
         self._clock = clock
         self._lock = threading.Lock()
         self._buckets: dict[str, tuple[TokenBucket | None, TokenBucket | None]] = {}
+
+    @classmethod
+    def for_config(cls, config: SimulatorConfig, clock: Callable[[], float] = time.monotonic) -> RateLimiter:
+        """The limiter a simulator configuration describes (limits, window, header rounding)."""
+        rounding = HeaderRounding(config.remaining_rounding, config.reset_resolution_s, config.reset_rounding)
+        return cls(config.rpm, config.tpm, config.window_s, clock, rounding)
 
     @property
     def enabled(self) -> bool:
@@ -142,7 +179,7 @@ class RateLimiter:
                 continue
             out += [
                 (f"x-ratelimit-limit-{name}", str(int(bucket.capacity))),
-                (f"x-ratelimit-remaining-{name}", str(max(0, math.floor(bucket.level)))),
-                (f"x-ratelimit-reset-{name}", format_go_duration(bucket.reset_s())),
+                (f"x-ratelimit-remaining-{name}", self.rounding.remaining_text(bucket.level)),
+                (f"x-ratelimit-reset-{name}", self.rounding.reset_text(bucket.reset_s())),
             ]
         return tuple(out)

@@ -105,14 +105,19 @@ def test_async_on_redis_cancellation_gives_back(redis_url: str) -> None:
 
 def test_redis_death_falls_back_and_recovers(redis_server: RedisServer, redis_url: str) -> None:
     events = Events()
+    prefix = f"t{uuid.uuid4().hex[:8]}"
     lim = redis_limiter(redis_url, events=events, requests_per_window=100, tokens_per_window=10**6,
-                        redis_retry_interval_seconds=0.2)
+                        redis_retry_interval_seconds=0.2, redis_prefix=prefix)
+    peer = redis_limiter(redis_url, requests_per_window=100, tokens_per_window=10**6, redis_prefix=prefix)
+    assert peer.reserve(KEY, 1).backend == "redis"  # a second process on the same budget
     assert lim.reserve(KEY, 1).backend == "redis"
+    assert lim.peers == 2 and lim.fallback_fraction == 0.5
     redis_server.kill()
     during = [lim.reserve(KEY, 1) for _ in range(20)]
     assert {r.backend for r in during} == {"fallback"}
     assert events.fallbacks() == [("redis", True)]
-    assert lim.snapshot(KEY)["requests"].limit == 50  # the fallback holds fallback_fraction of the budget
+    assert lim.snapshot(KEY)["requests"].limit == 50  # the fallback holds 1 / (live peers) of the budget
+    peer.close()
     lim.settle(during[0], 0)  # harmless on the fallback
     redis_server.restart()
     time.sleep(0.25)
@@ -180,3 +185,20 @@ def test_redis_with_jitter_margin_decides_like_memory(redis_url: str, ops: list[
     red.admitted = {k: v for k, v in red.admitted.items() if v[2] <= 90}  # bigger ones pass as debt
     check_bound(red, CONFIG["requests_per_window"] * 0.9, CONFIG["tokens_per_window"] * 0.9,
                 CONFIG["window_seconds"] * 0.9)
+
+
+def test_redis_converges_exactly_like_memory_on_an_upstream_that_counts_differently(redis_url: str) -> None:
+    """The whole learning (corrections, bias, margin, re-checks, first burst) in the Lua script decides as the
+    Python code does: 32 concurrent callers against an upstream charging 1.3 x our estimate + 9."""
+    from tests.unit.test_limits_convergence import simulate
+
+    def shared(config: LimitConfig, clock: Any) -> RedisBackend:
+        cfg = LimitConfig(**{**config.__dict__, "redis_url": redis_url, "redis_prefix": f"t{uuid.uuid4().hex[:8]}"})
+        return RedisBackend(cfg, clock=clock)
+
+    for configured in (False, True):
+        mem = simulate(seed=5, factor=1.3, offset=9, calls=300, configured=configured)
+        red = simulate(seed=5, factor=1.3, offset=9, calls=300, configured=configured, primary=shared)
+        assert red.refused == pytest.approx(mem.refused, abs=1e-6)
+        assert red.bias == pytest.approx(mem.bias, rel=1e-9) and red.goodput == pytest.approx(mem.goodput, rel=1e-9)
+        assert 1.3 < red.bias < 1.4

@@ -98,3 +98,66 @@ def test_redis_killed_and_restarted_mid_run(redis_server: RedisServer, redis_url
         backends = [e[2] for e in r["admitted"]]
         assert "fallback" in backends and backends[-1] == "redis"
         assert r["fallbacks"] == [True, False]
+
+
+def _peer_worker(url: str, prefix: str, fallback: float | None, ready: Any, seconds: float, out: Any) -> None:
+    events = _Events()
+    config = LimitConfig(requests_per_window=RPW, tokens_per_window=TPW, window_seconds=WINDOW, max_wait_seconds=30,
+                         redis_url=url, redis_prefix=prefix, redis_retry_interval_seconds=60.0, peer_ttl_seconds=2.0,
+                         fallback_fraction=fallback, initial_margin=0.0)
+    limiter = Limiter(config, events)
+    key = LimiterKey("shared:m", "m")
+    rng = random.Random()
+    admitted: list[tuple[float, int, str]] = []
+    errors: list[str] = []
+    limiter.reserve(key, 0)  # registers in the peers set
+    ready.wait(60)
+    start_at = time.time()
+    while time.time() < start_at + seconds:
+        try:
+            res = limiter.reserve(key, rng.randint(1, 200))
+            admitted.append((time.time(), res.tokens, res.backend))
+        except Exception as exc:
+            errors.append(repr(exc))
+    out.put({"admitted": admitted, "errors": errors, "fallbacks": events.fallbacks, "peers": limiter.peers,
+             "fraction": limiter.fallback_fraction})
+    limiter.close()
+
+
+def _fallback_excess(redis_server: RedisServer, url: str, fallback: float | None) -> tuple[list[dict[str, Any]], float]:
+    """Four processes; Redis killed after 1.5 s for good: how far the fallback admissions exceed the budget."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    ready = ctx.Barrier(PROCESSES + 1)
+    prefix = f"peers{uuid.uuid4().hex[:8]}"
+    procs = [ctx.Process(target=_peer_worker, args=(url, prefix, fallback, ready, 4.0, out)) for _ in range(PROCESSES)]
+    for p in procs:
+        p.start()
+    ready.wait(60)
+    time.sleep(1.5)
+    redis_server.kill()
+    results = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(10)
+    down = sorted(e for r in results for e in r["admitted"] if e[2] == "fallback")
+    worst = -1e18
+    for i in range(len(down)):  # requests admitted in any interval, over capacity + refill of the whole budget
+        for j in range(i, len(down)):
+            span = down[j][0] - down[i][0]
+            worst = max(worst, (j - i + 1) - (RPW + RPW * span / WINDOW))
+    return results, worst
+
+
+@pytest.mark.slow
+def test_redis_killed_four_processes_hold_the_budget_with_the_peer_count(redis_server: RedisServer,
+                                                                          redis_url: str) -> None:
+    """While Redis is up each process counts the live peers (heartbeat set); when it dies each holds 1/4 of
+    the budget, so together they stay within it. With the old fixed fallback_fraction of 0.5 they do not."""
+    results, worst = _fallback_excess(redis_server, redis_url, None)
+    assert all(not r["errors"] for r in results), [r["errors"][:3] for r in results]
+    assert [(r["peers"], r["fraction"]) for r in results] == [(PROCESSES, 1 / PROCESSES)] * PROCESSES
+    assert all(r["fallbacks"] == [True] for r in results)
+    assert worst <= 1.0, worst  # within the budget (one request of timing slack between processes)
+    redis_server.start()
+    _, worst_half = _fallback_excess(redis_server, redis_server.url, 0.5)
+    assert worst_half > RPW / 2, worst_half  # the fixed half-budget lets four processes take twice the budget

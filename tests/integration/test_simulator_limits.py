@@ -138,3 +138,51 @@ def test_insufficient_quota_from_config_and_runtime(make_simulator: Callable[...
     sim.set_faults(quota_exhausted=False)
     with pytest.raises(openai.RateLimitError):  # the config flag keeps it exhausted
         client(sim).chat.completions.create(model="gpt-4o", messages=USER)
+
+
+# ---------------------------------------------------------------- an accounting that disagrees with ours
+
+def test_factor_offset_and_n_times_max_tokens_charged_up_front(make_simulator: Callable[..., Simulator]) -> None:
+    from middleware.simulator.counting import rate_limit_charge
+
+    sim = make_simulator(tpm=100_000, window_s=60_000.0, charge_factor=1.5, charge_offset=11, charge_per_choice=True)
+    sdk = client(sim, **{"x-sim-output-tokens": "3"})
+    reply = sdk.chat.completions.with_raw_response.create(model="gpt-4o", messages=USER, max_tokens=40)
+    prompt = reply.parse().usage.prompt_tokens  # type: ignore[union-attr]
+    charged = -(-3 * prompt // 2) + 11 + 40  # ceil(1.5 * prompt) + offset + max_tokens, no refund of the 37 unused
+    assert sim.stats()["total"]["tokens_charged"] == charged
+    assert int(reply.headers["x-ratelimit-remaining-tokens"]) == 100_000 - charged
+    # n choices are charged n * max_tokens (the simulator itself serves n=1 only)
+    body = {"model": "gpt-4o", "messages": USER, "n": 3}
+    assert rate_limit_charge("chat", body, 10, 40, per_choice=True) == 10 + 3 * 40
+    assert rate_limit_charge("chat", body, 10, 40) == 10 + 40
+
+
+def test_chars_accounting_counts_characters_not_tokens(make_simulator: Callable[..., Simulator]) -> None:
+    sim = make_simulator(tpm=100_000, window_s=60_000.0, accounting="chars")
+    text = "antidisestablishmentarianism " * 8  # 232 characters
+    client(sim).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": text}], max_tokens=1)
+    assert sim.stats()["total"]["tokens_charged"] == -(-(len(text) + len("user")) // 4) + 4 + 1
+
+
+def test_headers_rounded_another_way(make_simulator: Callable[..., Simulator]) -> None:
+    sim = make_simulator(rpm=3, tpm=100_000, window_s=7.0, remaining_rounding="nearest", reset_resolution_s=0.1,
+                         reset_rounding="nearest")
+    reply = client(sim).chat.completions.with_raw_response.create(model="gpt-4o", messages=USER, max_tokens=7)
+    reset = reply.headers["x-ratelimit-reset-requests"]  # one of 3 requests over 7 s: 2.333 s, to 0.1 s
+    assert reset == "2.3s"
+    assert parse_go(reply.headers["x-ratelimit-reset-tokens"]) * 10 == pytest.approx(
+        round(parse_go(reply.headers["x-ratelimit-reset-tokens"]) * 10))
+    assert reply.headers["x-ratelimit-remaining-requests"] == "2"
+
+
+def test_cli_options_reach_the_config() -> None:
+    from middleware.simulator import SimulatorConfig
+
+    cfg = SimulatorConfig.from_args(["--accounting", "legacy", "--charge-factor", "1.2", "--charge-offset", "15",
+                                     "--charge-per-choice", "--remaining-rounding", "nearest",
+                                     "--reset-resolution", "0.1", "--reset-rounding", "down", "--window", "7"])
+    assert (cfg.accounting, cfg.charge_factor, cfg.charge_offset, cfg.charge_per_choice) == ("legacy", 1.2, 15, True)
+    assert (cfg.remaining_rounding, cfg.reset_resolution_s, cfg.reset_rounding, cfg.window_s) == (
+        "nearest", 0.1, "down", 7.0)
+    assert SimulatorConfig.from_json(cfg.to_json()) == cfg

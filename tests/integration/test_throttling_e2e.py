@@ -8,8 +8,9 @@ During the outage every process holds ``fallback_fraction = 1/4`` of the budget,
 empty at the switch (charged with its calls still queued on Redis), and the restarted Redis is
 lowered to the processes' local levels before its first decision, so the aggregate stays within the
 budget; the only 429s possible come from timing jitter at the hand-overs, and the pipeline retries
-them (bounded below). With the default ``fallback_fraction = 0.5`` four processes may admit twice
-the budget during an outage: a 429 then costs a cooldown and a retry, never a lost request.
+them (bounded below). The default (``fallback_fraction=None``) gives each process 1/N of the budget, N
+the live peers counted in Redis (4 here); a fixed 0.5 would let four processes admit twice the budget
+(``test_limits_redis_multiprocess``).
 """
 
 from __future__ import annotations

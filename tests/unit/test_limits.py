@@ -44,17 +44,18 @@ class Events:
 
 
 def make(clock: Clock, events: Any = None, **cfg: Any) -> Limiter:
-    return Limiter(LimitConfig(**cfg), events, clock=clock, sleep=clock.sleep)
+    """The bucket algorithm itself (no initial margin unless asked for)."""
+    return Limiter(LimitConfig(**{"initial_margin": 0.0, **cfg}), events, clock=clock, sleep=clock.sleep)
 
 
 def frozen(**cfg: Any) -> tuple[Limiter, Clock]:
     """A limiter whose sleeps do not advance time: every reservation arrives at the same instant."""
     clock = Clock()
-    return Limiter(LimitConfig(**cfg), clock=clock, sleep=lambda s: None), clock
+    return Limiter(LimitConfig(**{"initial_margin": 0.0, **cfg}), clock=clock, sleep=lambda s: None), clock
 
 
 def test_without_known_limits_admits_at_once() -> None:
-    lim = make(Clock())
+    lim = make(Clock(), initial_concurrency=0)
     res = [lim.reserve(KEY, 10**9) for _ in range(100)]
     assert {(r.decision, r.reason, r.wait_seconds) for r in res} == {("admitted", "no_limits", 0.0)}
     assert lim.snapshot(KEY) == {}
@@ -139,8 +140,8 @@ def test_release_gives_everything_back_once() -> None:
 def test_refund_cannot_exceed_what_refill_already_restored() -> None:
     # A reserves the whole window; the bucket refills; B reserves; A's refund must not let C burst.
     clock = Clock()
-    lim = Limiter(LimitConfig(tokens_per_window=10, window_seconds=10.0, max_wait_seconds=100), clock=clock,
-                  sleep=lambda s: None)
+    lim = Limiter(LimitConfig(tokens_per_window=10, window_seconds=10.0, max_wait_seconds=100, initial_margin=0),
+                  clock=clock, sleep=lambda s: None)
     a = lim.reserve(KEY, 10)
     clock.now += 5
     lim.reserve(KEY, 5)
@@ -221,7 +222,7 @@ def test_waiter_rechecks_a_cooldown_that_started_while_it_slept() -> None:
             lim.on_rate_limited(KEY, "requests", 2.0, {})
         clock.sleep(seconds)
 
-    lim = Limiter(LimitConfig(requests_per_window=1, window_seconds=1.0), clock=clock, sleep=sleep)
+    lim = Limiter(LimitConfig(requests_per_window=1, window_seconds=1.0, initial_margin=0), clock=clock, sleep=sleep)
     lim.reserve(KEY, 0)
     res = lim.reserve(KEY, 0)
     # the 2 s cooldown began as the waiter fell asleep for 1 s: it sleeps 1 s more
@@ -249,7 +250,7 @@ def test_invalid_config_is_rejected() -> None:
 
 
 def test_async_reserve_waits_and_cancellation_gives_back() -> None:
-    lim = Limiter(LimitConfig(tokens_per_window=10, window_seconds=10.0, max_wait_seconds=30))
+    lim = Limiter(LimitConfig(tokens_per_window=10, window_seconds=10.0, max_wait_seconds=30, initial_margin=0))
 
     async def main() -> None:
         await lim.reserve_async(KEY, 10)
@@ -265,7 +266,7 @@ def test_async_reserve_waits_and_cancellation_gives_back() -> None:
 
 
 def test_async_short_wait_is_admitted() -> None:
-    lim = Limiter(LimitConfig(requests_per_window=20, window_seconds=1.0))
+    lim = Limiter(LimitConfig(requests_per_window=20, window_seconds=1.0, initial_margin=0))
 
     async def main() -> list[float]:
         res = await asyncio.gather(*(lim.reserve_async(KEY, 1) for _ in range(22)))
@@ -278,7 +279,7 @@ def test_async_short_wait_is_admitted() -> None:
 
 
 def test_threads_share_one_budget() -> None:
-    lim = Limiter(LimitConfig(requests_per_window=50, window_seconds=0.5, max_wait_seconds=5))
+    lim = Limiter(LimitConfig(requests_per_window=50, window_seconds=0.5, max_wait_seconds=5, initial_margin=0))
     admitted: list[float] = []
     started = time.monotonic()
 

@@ -17,7 +17,9 @@ from middleware.errors import RequestTooLarge, ThrottleTimeout
 from middleware.limits import LimitConfig, Limiter, LimiterKey, Reservation
 
 KEY = LimiterKey("prop:m", "m")
-CONFIG = {"requests_per_window": 5, "tokens_per_window": 100, "window_seconds": 1.0, "max_wait_seconds": 2.0}
+# the bucket algorithm itself: no margin held back before the first comparison with an upstream
+CONFIG = {"requests_per_window": 5, "tokens_per_window": 100, "window_seconds": 1.0, "max_wait_seconds": 2.0,
+          "initial_margin": 0.0}
 
 Op = tuple[float, str, int, int]  # gap seconds, kind, tokens, actual tokens
 ops_strategy = st.lists(
