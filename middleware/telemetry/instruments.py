@@ -23,7 +23,7 @@ import math
 import threading
 import time
 import weakref
-from collections import deque
+from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -216,7 +216,12 @@ class _OtelSide:
     def __init__(self, store: Store, meter: otel_metrics.Meter | None, gate: OtelGate) -> None:
         self.store = store
         self.gate = gate
-        self.pending: deque[tuple[Any, float | list[float], Mapping[str, str]]] = deque()
+        self._buffers: dict[str, dict[tuple[str, ...], array[float]]] = {}
+        """Histogram observations waiting for the next collection, per family and label tuple. ``array('d')``
+        holds plain doubles: queuing one allocates no Python object, so a long wait between collections neither
+        grows what the garbage collector has to walk nor sets it off (a tuple per observation did both)."""
+        self.queued = 0
+        self._drain_lock = threading.Lock()
         self._attrs: dict[tuple[str, tuple[str, ...]], Mapping[str, str]] = {}
         self.histograms: dict[str, Any] = {}
         if meter is None:  # the OTel side is off (its gate stays closed): no instruments
@@ -257,26 +262,45 @@ class _OtelSide:
 
     def queue(self, family: Family, values: tuple[str, ...], amounts: float | list[float]) -> None:
         """Histogram observations (one, or a list for one label set) for the OTel side, recorded at the next
-        collection."""
-        pending = self.pending
-        pending.append((self.histograms[family.definition.name], amounts, self.attributes(family, values)))
-        if len(pending) > PENDING_LIMIT:
+        collection (or at once, should nobody collect for :data:`PENDING_LIMIT` observations)."""
+        buffers = self._buffers.get(family.definition.name)
+        buffer = buffers.get(values) if buffers is not None else None
+        if buffer is None:
+            buffer = self._buffer(family.definition.name, values)
+        if isinstance(amounts, list):
+            buffer.extend(amounts)
+            self.queued += len(amounts)
+        else:
+            buffer.append(amounts)
+            self.queued += 1
+        if self.queued > PENDING_LIMIT:
             self.drain()
 
+    def _buffer(self, name: str, values: tuple[str, ...]) -> array[float]:
+        with self._drain_lock:
+            return self._buffers.setdefault(name, {}).setdefault(values, array("d"))
+
     def drain(self) -> None:
-        """Record the queued histogram observations into the OTel histograms."""
-        pending = self.pending
-        while pending:
-            try:
-                instrument, amounts, attrs = pending.popleft()
-            except IndexError:
-                return
-            if isinstance(amounts, list):
-                record = instrument.record
-                for amount in amounts:
-                    record(amount, attrs)
-            else:
-                instrument.record(amounts, attrs)
+        """Record the queued histogram observations into the OTel histograms.
+
+        Appends need no lock: a buffer only grows at its end, and the drain (serialised by its lock) takes
+        the first ``n`` values it saw and deletes exactly those, so a value appended meanwhile waits for the
+        next drain."""
+        with self._drain_lock:
+            self.queued = 0
+            for name, buffers in self._buffers.items():
+                instrument = self.histograms[name]
+                family = self.store.families[name]
+                for values, buffer in list(buffers.items()):
+                    n = len(buffer)
+                    if not n:
+                        continue
+                    taken = buffer[:n]
+                    del buffer[:n]
+                    attrs = self.attributes(family, values)
+                    record = instrument.record
+                    for amount in taken:
+                        record(amount, attrs)
 
 
 # ------------------------------------------------------------------------------------------------ the API
@@ -326,7 +350,7 @@ class Instrument:
             cell.sum += sum(amounts)
         otel = self._otel
         if otel.gate.active and not self.otel_muted:
-            otel.queue(family, values, list(amounts))
+            otel.queue(family, values, amounts)
 
     def set(self, values: tuple[str, ...], value: float) -> None:
         """Gauge set."""
