@@ -36,8 +36,11 @@ from . import names
 
 log = logging.getLogger("middleware.telemetry")
 
-PENDING_LIMIT = 50_000
-"""Histogram observations queued for OTel before they are recorded without waiting for a reader."""
+PENDING_LIMIT = 200_000
+"""Histogram observations queued for OTel (8 bytes each) before they are recorded without waiting for a reader:
+past it, each new observation records up to :data:`DRAIN_STEP` queued ones, so the cost is spread over the
+calls instead of falling on one of them."""
+DRAIN_STEP = 64
 
 
 class OtelGate:
@@ -274,33 +277,45 @@ class _OtelSide:
             buffer.append(amounts)
             self.queued += 1
         if self.queued > PENDING_LIMIT:
-            self.drain()
+            self.drain(DRAIN_STEP, wait=False)
 
     def _buffer(self, name: str, values: tuple[str, ...]) -> array[float]:
         with self._drain_lock:
             return self._buffers.setdefault(name, {}).setdefault(values, array("d"))
 
-    def drain(self) -> None:
-        """Record the queued histogram observations into the OTel histograms.
+    def drain(self, limit: int | None = None, *, wait: bool = True) -> None:
+        """Record the queued histogram observations (all, or about ``limit``) into the OTel histograms;
+        ``wait=False`` returns at once when another thread is draining.
 
         Appends need no lock: a buffer only grows at its end, and the drain (serialised by its lock) takes
         the first ``n`` values it saw and deletes exactly those, so a value appended meanwhile waits for the
         next drain."""
-        with self._drain_lock:
-            self.queued = 0
+        if not self._drain_lock.acquire(blocking=wait):
+            return
+        try:
+            budget = limit
             for name, buffers in self._buffers.items():
                 instrument = self.histograms[name]
                 family = self.store.families[name]
                 for values, buffer in list(buffers.items()):
-                    n = len(buffer)
+                    n = len(buffer) if budget is None else min(len(buffer), budget)
                     if not n:
                         continue
                     taken = buffer[:n]
                     del buffer[:n]
+                    self.queued -= n
                     attrs = self.attributes(family, values)
                     record = instrument.record
                     for amount in taken:
                         record(amount, attrs)
+                    if budget is not None:
+                        budget -= n
+                        if budget <= 0:
+                            return
+            if limit is None:
+                self.queued = 0
+        finally:
+            self._drain_lock.release()
 
 
 # ------------------------------------------------------------------------------------------------ the API
