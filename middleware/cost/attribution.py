@@ -106,6 +106,7 @@ class TagFolder:
         self.combination_cap = combination_cap
         self._values: dict[str, set[str]] = {}
         self._combinations: set[tuple[str, ...]] = set()
+        self._empty: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._lock = threading.Lock()
         self.folded = 0
 
@@ -143,6 +144,8 @@ class TagFolder:
         on_fold: Callable[[str], None] | None = None,
     ) -> tuple[str, ...]:
         """Label values for ``keys`` ("" where a tag is absent), folded per key and per combination."""
+        if not tags:  # the common untagged call
+            return self._empty.get(keys) or self._empty.setdefault(keys, ("",) * len(keys))
         values = tuple(self.fold(k, tags.get(k, ""), on_fold) for k in keys)
         if values in self._combinations or not any(values):
             return values

@@ -26,13 +26,17 @@ class Usage:
     reasoning_tokens: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"Usage.{name} must not be negative")
+        if self.input_tokens < 0 or self.output_tokens < 0 or self.cached_input_tokens < 0 \
+                or self.reasoning_tokens < 0:
+            bad = next(name for name in ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens")
+                       if getattr(self, name) < 0)
+            raise ValueError(f"Usage.{bad} must not be negative")
         # A server may report details larger than the total (rounding, other accounting): never bill
         # more cached (cheaper) or reasoning tokens than there are input or output tokens.
-        object.__setattr__(self, "cached_input_tokens", min(self.cached_input_tokens, self.input_tokens))
-        object.__setattr__(self, "reasoning_tokens", min(self.reasoning_tokens, self.output_tokens))
+        if self.cached_input_tokens > self.input_tokens:
+            object.__setattr__(self, "cached_input_tokens", self.input_tokens)
+        if self.reasoning_tokens > self.output_tokens:
+            object.__setattr__(self, "reasoning_tokens", self.output_tokens)
 
     @property
     def uncached_input_tokens(self) -> int:
@@ -55,8 +59,16 @@ class Usage:
 def _field(obj: Any, name: str) -> Any:
     if obj is None:
         return None
+    if type(obj) is dict:
+        return obj.get(name)
+    fields = getattr(obj, "__dict__", None)
+    if fields is not None and name in fields:  # an SDK model's field (read without pydantic's __getattr__)
+        return fields[name]
     if isinstance(obj, Mapping):
         return obj.get(name)
+    extra = getattr(obj, "__pydantic_extra__", None)
+    if isinstance(extra, dict):  # a pydantic model: not a field, maybe an extra one (a server's own)
+        return extra.get(name)
     return getattr(obj, name, None)
 
 

@@ -119,7 +119,7 @@ def test_worst_case_bounds_the_real_cost() -> None:
 
 
 def test_usage_from_sdk_objects() -> None:
-    chat = ChatCompletion.model_validate({
+    chat = ChatCompletion.construct(**{  # the SDK builds responses without validation
         "id": "c", "object": "chat.completion", "created": 1, "model": "o3-mini", "choices": [],
         "usage": {"prompt_tokens": 1_300, "completion_tokens": 90, "total_tokens": 1_390,
                   "prompt_tokens_details": {"cached_tokens": 1_152},
@@ -164,5 +164,29 @@ def test_usage_from_raw_json_and_older_sdk_shapes() -> None:
     assert read_usage(None) is None
     # details beyond the totals never make a call cheaper than its tokens allow
     assert read_usage({"prompt_tokens": 100, "prompt_tokens_details": {"cached_tokens": 500}}) == Usage(100, 0, 100)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="input_tokens"):
         Usage(-1, 0)
+    with pytest.raises(ValueError, match="reasoning_tokens"):
+        Usage(1, 1, 0, -2)
+
+
+def test_usage_fields_a_gateway_adds_are_read_from_the_sdk_model() -> None:
+    """A gateway answering chat with Responses-style usage names: the SDK keeps them as extra fields."""
+    chat = ChatCompletion.construct(**{  # the SDK builds responses without validation
+        "id": "c", "object": "chat.completion", "created": 1, "model": "m", "choices": [],
+        "usage": {"input_tokens": 12, "output_tokens": 7, "output_tokens_details": {"reasoning_tokens": 3}}})
+    assert type(chat.usage).__name__ == "CompletionUsage"
+    assert usage_from(chat) == Usage(12, 7, 0, 3)
+    # a Mapping that is not a dict, and an object with properties only
+    from types import MappingProxyType
+
+    assert read_usage(MappingProxyType({"prompt_tokens": 4, "completion_tokens": 1})) == Usage(4, 1)
+
+    class Props:
+        @property
+        def prompt_tokens(self) -> int:
+            return 9
+
+        completion_tokens = 2
+
+    assert read_usage(Props()) == Usage(9, 2)
