@@ -222,6 +222,50 @@ def stage_costs(client: openai.OpenAI, pipeline: Pipeline, calls: int) -> dict[s
     return out
 
 
+def otel_floor(telemetry: Telemetry, repeat: int = 5, number: int = 400) -> dict[str, float]:
+    """Microseconds the OpenTelemetry SDK itself takes for the pieces a call's telemetry is made of, on the same
+    providers: a span with N attributes started and ended, a span event, a histogram ``record()``. The floor
+    under any instrumentation that records the same signals (best of ``repeat`` runs)."""
+    import timeit
+
+    from opentelemetry.trace import SpanKind
+
+    tracer = telemetry.tracer_provider.get_tracer("bench.floor")
+    histogram = telemetry.meter_provider.get_meter("bench.floor").create_histogram("bench.floor.histogram")
+    attrs = {f"bench.attribute.{i}": i for i in range(30)}
+    hist_attrs = {"gen_ai.request.model": MODEL, "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai"}
+
+    def span(n: int) -> Callable[[], None]:
+        chosen = dict(list(attrs.items())[:n])
+        return lambda: tracer.start_span("bench", kind=SpanKind.CLIENT, attributes=chosen).end()
+
+    def event() -> None:
+        s = tracer.start_span("bench")
+        for _ in range(10):
+            s.add_event("bench.event", {"a": 1, "b": "x", "c": 0.5})
+        s.end()
+
+    empty = span(0)
+    pieces: dict[str, Callable[[], None]] = {
+        "span started and ended, no attributes": empty,
+        "span started and ended, 10 attributes": span(10),
+        "span started and ended, 20 attributes": span(20),
+        "span event with 3 attributes (each, of 10 on one span)": event,
+        "histogram record(), 3 attributes": lambda: histogram.record(0.5, hist_attrs),
+    }
+    out: dict[str, float] = {}
+    for label, fn in pieces.items():
+        runs = []
+        for _ in range(repeat):  # the span queue emptied between runs: none is dropped (a dropped span is cheaper)
+            telemetry.tracer_provider.force_flush()
+            runs.append(timeit.timeit(fn, number=number))
+        out[label] = min(runs) / number * 1e6
+    empty_us = out["span started and ended, no attributes"]
+    out["span event with 3 attributes (each, of 10 on one span)"] = (
+        out["span event with 3 attributes (each, of 10 on one span)"] - empty_us) / 10
+    return out
+
+
 def memory_per_call(fn: Callable[[], Any], calls: int, flush: Callable[[], Any]) -> tuple[float, float]:
     """(bytes retained per call after ``calls`` calls, peak bytes allocated during one call).
 
@@ -280,7 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--streams", type=int, default=300, help="streams per client per round")
     p.add_argument("--chunks", type=int, default=500)
     p.add_argument("--concurrent", type=int, default=1000)
-    p.add_argument("--skip", default="", help="comma list of parts to skip: calls,streams,stages,memory,concurrent")
+    p.add_argument("--skip", default="",
+                   help="comma list of parts to skip: calls,streams,stages,floor,memory,concurrent")
     args = p.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
 
@@ -315,6 +360,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             stages = stage_costs(protected, pipeline, 1000)
             print("\nWhere the time of one protected call goes (microseconds per call, timed inside the real call)")
             for label, us in stages.items():
+                print(f"  {label:<58}{us:>9.1f}")
+        if "floor" not in skip:
+            print("\nThe OpenTelemetry SDK's own cost of each piece (microseconds, best of 5, same providers)")
+            for label, us in otel_floor(telemetry).items():
                 print(f"  {label:<58}{us:>9.1f}")
         if "memory" not in skip:
             print("\nMemory per call (tracemalloc; retained after 1,000 calls / peak during one call)")
