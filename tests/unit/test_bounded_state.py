@@ -6,11 +6,11 @@ import gc
 import os
 import random
 
-import httpx2
 import openai
 
 from middleware.limits import LimitConfig, Limiter, LimiterKey
 from middleware.retry import RetryConfig, RetryController
+from tests.http import http as httpx2
 
 MODELS = 100_000
 WARM = 20_000  # the maps are full (4096 entries each) long before this point

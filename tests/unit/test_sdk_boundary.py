@@ -151,3 +151,21 @@ def test_public_names_pass() -> None:
         "def f(client, stream):\n    return client.chat.completions, stream.response, openai.APIError\n"
     )
     assert violations(source) == []
+
+
+def test_tests_reach_the_http_library_only_through_tests_http() -> None:
+    """A test importing ``httpx2`` (or ``httpx``) by name cannot even be collected under the other SDK majors.
+
+    CI's SDK matrix once failed on exactly that: every such test goes through ``tests/http.py``.
+    """
+    offenders: list[str] = []
+    for path in (ROOT / "tests").rglob("*.py"):
+        if path.name == "http.py" and path.parent.name == "tests":
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            offenders.extend(f"{path.relative_to(ROOT)}:{node.lineno} imports {n}" for n in names
+                             if n.split(".")[0] in HTTP_LIBRARIES)
+    assert offenders == []
