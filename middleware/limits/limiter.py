@@ -23,7 +23,7 @@ Window rule: with ``window_seconds=None`` (the default) the requests and tokens 
 60 s until a window is learned; every response's ``limit``/``remaining``/``reset`` headers feed a
 per-key ``WindowEstimator`` in this process (``reset`` = time until the bucket is full, so
 ``window = limit * reset / (limit - remaining)``, bounded by the rounding of ``remaining``; robust
-over the last observations, ``reset = 0`` ignored, clamped; see ``window.py``), and the estimate is
+over the last observations, only ``reset = 0`` ignored, clamped; see ``window.py``), and the estimate is
 written to the backend (memory, or the Redis hash shared by all processes, where the newest estimate
 of any process wins). A configured ``window_seconds`` is kept unless ``learn_from_headers`` is
 ``"override_window"``; ``learn_from_headers=False`` learns nothing.

@@ -15,7 +15,12 @@ the call that received the headers left: headers sent with a response right afte
 charged show a requests bucket at least one request from full (``m = 1``); otherwise ``m = 0`` and
 the interval is unbounded above when ``D <= 1``.
 Observations with ``remaining >= L`` carry no information and are ignored, and so are those with
-``reset < MIN_RESET_SECONDS`` (including ``reset = 0``).
+``reset = 0`` (a bucket said to be full while it is not: the rounding of an unknown step). A short
+reset is kept however short: its interval is wide (the resolution dominates it) but holds the true
+window all the same, and it is what a short window shows for every call worth a small part of the
+limit (a 0.5 s window refills one request of 11 in 45 ms). Ignoring resets under some threshold
+left such an upstream unlearned, refilling at the 60 s default: calls that the upstream would admit
+within milliseconds were refused for needing more than their wait budget.
 
 The estimate intersects the intervals of the most recent observations (requests and tokens alike:
 both buckets share one window, as in ``LimitConfig``), newest first, stopping at the first one that
@@ -35,7 +40,6 @@ from collections import deque
 from middleware.limits.types import MAX_LEARNED_WINDOW_SECONDS, MIN_LEARNED_WINDOW_SECONDS
 
 DEFAULT_OBSERVATIONS = 16
-MIN_RESET_SECONDS = 0.05
 RESOLUTIONS = (1.0, 0.1, 0.01, 0.001)  # coarsest first
 
 
@@ -61,7 +65,7 @@ def window_bounds(
         return None
     if not (math.isfinite(limit) and math.isfinite(remaining) and math.isfinite(reset)):
         return None
-    if limit <= 0 or reset < MIN_RESET_SECONDS or remaining >= limit:
+    if limit <= 0 or reset <= 0 or remaining >= limit:
         return None
     deficit = limit - max(0.0, remaining)
     low = limit * max(0.0, reset - resolution) / (deficit + 0.5)
