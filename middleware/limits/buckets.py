@@ -83,6 +83,7 @@ BIAS_PERIOD = 0.25  # bias measured over calls worth at least 1/4 of the tokens 
 BIAS_SAMPLE = 200.0  # ... and at least this many tokens (rounding of one header is then below 1 %)
 BIAS_MAX = 4.0
 REORDER_SECONDS = 0.02  # calls admitted closer together than this may reach the upstream in either order
+_TOKEN_ORDER = tuple(sorted(TOKEN_BUCKETS))  # the token buckets in the order "too large" is judged
 _epochs = itertools.count(1)
 
 
@@ -116,6 +117,9 @@ class KeyState:
     # (spent, raw, dropped, corrections) when the bias was last measured
     bias_base: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     margins: dict[str, float] = field(default_factory=dict)  # learned hold-back per bucket, in its units
+    # the memory backend's cache of ``shape(...)`` for this state: reset by whatever changes ``learned``,
+    # ``window`` or ``margins`` (``learn``) and by a change of the backend's scale
+    shape: Shape | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -197,9 +201,12 @@ def cost(name: str, requests: int | float, tokens: int | float) -> float:
 
 def charged(tokens: int, bias: float, full: dict[str, float]) -> int:
     """Tokens a reservation of ``tokens`` (our estimate) is charged: ``ceil(tokens * bias)``, within the limit."""
-    out = tokens if bias == 1.0 else math.ceil(tokens * bias)
-    for name in TOKEN_BUCKETS & full.keys():
-        out = min(out, max(tokens, math.floor(full[name])))
+    if bias == 1.0:
+        return tokens  # min(tokens, max(tokens, limit)) for every limit
+    out = math.ceil(tokens * bias)
+    for name in _TOKEN_ORDER:
+        if name in full:
+            out = min(out, max(tokens, math.floor(full[name])))
     return out
 
 
@@ -219,13 +226,16 @@ def decide(
     """
     refill(state, caps, windows, now)
     full = caps if limits is None else limits
-    for name in sorted(TOKEN_BUCKETS & full.keys()):
-        if tokens > full[name] / scale:
+    for name in _TOKEN_ORDER:
+        if name in full and tokens > full[name] / scale:
             return BackendDecision("too_large", 0.0, name, now, limit=full[name] / scale)
     price = charged(tokens, state.bias, full)
+    # what one call costs in a token bucket and in a requests bucket (``cost``)
+    token_cost, raw_cost = float(price), float(tokens)
     wait, reason = 0.0, REASON_WITHIN_LIMIT if caps else REASON_NO_LIMITS
+    held = state.buckets
     for name, cap in caps.items():
-        b, amount = state.buckets[name], cost(name, 1, price)
+        b, amount = held[name], token_cost if name in TOKEN_BUCKETS else 1.0
         need = -(b.level - amount) * windows[name] / cap
         if b.queue_at > now:  # FIFO: never ahead of a call already queued (a credit must not let one jump)
             need = max(need, b.queue_at - now + min(REORDER_SECONDS, amount * windows[name] / cap))
@@ -235,23 +245,29 @@ def decide(
         wait, reason = state.cooldown_until - now, REASON_COOLDOWN
     if wait > max_wait:
         return BackendDecision("timeout", wait, reason, now)
+    if not caps:
+        return BackendDecision("ok", wait, reason, now, None)
     debits: list[Debit] = []
+    admit_at = now + wait
     for name, cap in caps.items():
-        b, amount = state.buckets[name], cost(name, 1, price)
+        b = held[name]
+        if name in TOKEN_BUCKETS:
+            amount, raw = token_cost, raw_cost
+        else:
+            amount = raw = 1.0
         rate = cap / windows[name]
         # admitted at now + wait: the bucket cannot hold more than it will have refilled by then
-        b.level = min(b.level, cap - wait * rate) - amount
+        b.level = level = min(b.level, cap - wait * rate) - amount
         tat_before, queue_before = b.tat, b.queue_at
-        b.queue_at = now + wait
-        b.tat = max(b.tat, now + wait) + amount / rate
+        b.queue_at = admit_at
+        b.tat = tat = max(tat_before, admit_at) + amount / rate
         b.spent += amount
-        b.raw += cost(name, 1, tokens)
+        b.raw += raw
         b.seq += 1
-        expected = b.level + wait * rate + (full.get(name, cap) - cap)
-        debits.append(Debit(name, amount, b.level, b.credits, tat_before, b.tat, queue_before,
+        expected = level + wait * rate + (full.get(name, cap) - cap)
+        debits.append(Debit(name, amount, level, b.credits, tat_before, tat, queue_before,
                             expected, b.corrections, b.spent, b.raw, b.seq))
-    charge = Charge(now, now + wait, state.epoch, tuple(debits)) if debits else None
-    return BackendDecision("ok", wait, reason, now, charge)
+    return BackendDecision("ok", wait, reason, now, Charge(now, admit_at, state.epoch, tuple(debits)))
 
 
 def give_back(
@@ -270,10 +286,14 @@ def give_back(
         return
     refill(state, caps, windows, now)
     raw_total = tokens if raw_tokens is None else raw_tokens
+    held = state.buckets
     for d in charge.debits:
-        b, cap = state.buckets.get(d.bucket), caps.get(d.bucket)
-        amount = cost(d.bucket, requests, tokens)
-        raw = cost(d.bucket, requests, raw_total)
+        name = d.bucket
+        b, cap = held.get(name), caps.get(name)
+        if name in TOKEN_BUCKETS:  # ``cost``
+            amount, raw = float(tokens), float(raw_total)
+        else:
+            amount = raw = float(requests)
         if b is None or cap is None or amount == 0:
             continue
         if requests > 0:

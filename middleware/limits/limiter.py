@@ -178,8 +178,10 @@ class Limiter:
     def _heartbeat(self) -> None:
         """At most every ``peer_ttl_seconds / 4``: refresh our entry in the peers set and count the peers."""
         primary = self._router.primary
+        if primary is None or self._router.degraded:
+            return
         now = self._clock()
-        if primary is None or self._router.degraded or now < self._next_beat:
+        if now < self._next_beat:
             return
         self._next_beat = now + self.config.peer_ttl_seconds / 4
         beat = getattr(primary, "peers", None)
@@ -238,11 +240,16 @@ class Limiter:
         its key (see the module doc); ``waited`` is how long it has already waited for it.
         """
         tokens = max(0, int(tokens))
-        max_wait = self._max_wait(key) - waited
-        self._heartbeat()
-        started = time.perf_counter()
-        decision, backend = self._router.run(lambda b: b.reserve(key, tokens, max_wait))
-        if self._router.primary is not None:  # timed for shared backends; in memory it is microseconds
+        max_wait = (self.config.max_wait_seconds if key.max_wait is None else max(0.0, key.max_wait)) - waited
+        router = self._router
+        backend: Backend
+        if router.primary is None:  # what ``Router.run`` does then, without a closure; not timed (microseconds)
+            backend = router.local
+            decision = backend.reserve(key, tokens, max_wait)
+        else:  # timed for shared backends
+            self._heartbeat()
+            started = time.perf_counter()
+            decision, backend = router.run(lambda b: b.reserve(key, tokens, max_wait))
             self._events.limiter_decision_time(backend.name, time.perf_counter() - started)
         if decision.status == "too_large":
             raise RequestTooLarge(
@@ -447,7 +454,12 @@ class Limiter:
         price = reservation.charged_tokens
         delta = raw if price == reservation.tokens or not reservation.tokens else round(
             raw * price / reservation.tokens)
-        if delta:
+        if not delta:
+            return
+        local = self._router.local
+        if reservation.backend == local.name:  # what ``Router.run_on`` does first, without a closure
+            local.adjust(reservation.key, 0, delta, charge, raw)
+        else:
             self._router.run_on(reservation.backend, lambda b: b.adjust(reservation.key, 0, delta, charge, raw))
 
     def release(self, reservation: Reservation) -> None:
