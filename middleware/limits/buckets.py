@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from middleware.limits.types import (
@@ -131,53 +131,38 @@ class Shape:
     windows: dict[str, float]  # refill windows, shortened with the capacity (same rate)
 
 
-def effective_caps(configured: dict[str, float | None], learned: dict[str, float], scale: float) -> dict[str, float]:
-    """Capacity per known bucket: the smaller of configured and learned, times ``scale``."""
-    caps: dict[str, float] = {}
-    for name, conf in configured.items():
-        seen = learned.get(name)
-        cap = conf if seen is None else seen if conf is None else min(conf, seen)
-        if cap is not None:
-            caps[name] = cap * scale
-    return caps
-
-
-def with_margin(
-    caps: dict[str, float], windows: dict[str, float], margin: float | Mapping[str, float],
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Capacities lowered by ``rate * margin`` (at most half), windows shortened to keep each rate.
-
-    ``margin`` is in seconds, one for every bucket or one per bucket. A bucket of capacity
-    ``cap - rate * J`` refilled at ``rate`` never lets calls arriving up to J seconds out of schedule
-    overrun an upstream bucket of capacity ``cap`` (``LimitConfig``).
-    """
-    out_caps, out_windows = {}, dict(windows)
-    for name, cap in caps.items():
-        j = margin.get(name, 0.0) if isinstance(margin, Mapping) else margin
-        if j <= 0:
-            out_caps[name] = cap
-            continue
-        window = windows[name]
-        keep = 1.0 - min(j, window / 2) / window
-        out_caps[name] = cap * keep
-        out_windows[name] = window * keep
-    return out_caps, out_windows
-
-
 def shape(
     state: KeyState, configured: dict[str, float | None], windows_of: Callable[[float | None], dict[str, float]],
     scale: float, margin: float, initial: float = 0.0,
 ) -> Shape:
     """The key's limits, capacities and windows: configured margin (seconds) or learned one, the larger.
 
+    Each known bucket's limit is the smaller of configured and learned, times ``scale`` (``full``). Its capacity
+    is lowered by ``rate * margin`` (a margin of at most half the window), its window shortened alike to keep
+    the rate: a bucket of capacity ``cap - rate * J`` refilled at ``rate`` never lets calls arriving up to J
+    seconds out of schedule overrun an upstream bucket of capacity ``cap`` (``LimitConfig``).
     ``initial``: share of a tokens limit held back while its bucket has no learned margin yet (requests are
     counted alike on both sides: one per call).
     """
-    full = effective_caps(configured, state.learned, scale)
+    learned, held = state.learned, state.margins
     windows = windows_of(state.window)
-    margins = {name: max(margin, state.margins.get(name, cap * initial if name in TOKEN_BUCKETS else 0.0)
-                         * windows[name] / cap) for name, cap in full.items()}
-    caps, wins = with_margin(full, windows, margins)
+    full: dict[str, float] = {}
+    caps: dict[str, float] = {}
+    wins = dict(windows)
+    for name, conf in configured.items():
+        seen = learned.get(name)
+        limit = conf if seen is None else seen if conf is None else min(conf, seen)
+        if limit is None:
+            continue
+        full[name] = cap = limit * scale
+        window = windows[name]
+        j = max(margin, held.get(name, cap * initial if name in TOKEN_BUCKETS else 0.0) * window / cap)
+        if j <= 0:
+            caps[name] = cap
+            continue
+        keep = 1.0 - min(j, window / 2) / window
+        caps[name] = cap * keep
+        wins[name] = window * keep
     return Shape(full, caps, wins)
 
 
@@ -385,7 +370,27 @@ def learn(
     charge: Charge | None = None,
     initial: float = 0.0,
 ) -> dict[str, LimitState]:
+    """Adopt header limits and window, then correct the levels (``learn_shaped``)."""
+    return learn_shaped(state, configured, windows_of, now, seen, scale, margin, charge, initial)[0]
+
+
+def learn_shaped(
+    state: KeyState,
+    configured: dict[str, float | None],
+    windows_of: Callable[[float | None], dict[str, float]],
+    now: float,
+    seen: LearnedLimits,
+    scale: float = 1.0,
+    margin: float = 0.0,
+    charge: Charge | None = None,
+    initial: float = 0.0,
+    current: Shape | None = None,
+) -> tuple[dict[str, LimitState], Shape]:
     """Adopt header limits and window, then correct the levels (see the module doc).
+
+    ``current``: the state's shape under these arguments, if the caller holds it; the shape after learning is
+    returned with the states (a caller caching shapes keeps it). A shape is computed again only when its
+    inputs changed (limits, window, margins).
 
     With the ``charge`` of the call these headers answer (same state, no fallback scale), each level is
     corrected by the uncorrected deviation (``correct``; ``LimitState.used`` says it was compared; a
@@ -394,17 +399,21 @@ def learn(
     brought to ``now`` at the old capacities and rates, then the new ones apply.
     ``windows_of(learned_window)`` gives the windows in force (a configured window may ignore it).
     """
-    before = shape(state, configured, windows_of, scale, margin, initial)
+    before = shape(state, configured, windows_of, scale, margin, initial) if current is None else current
     refill(state, before.caps, before.windows, now)
+    changed = False
     for name, limit in seen.limits.items():
-        if name in LEARNABLE and limit > 0:
+        if name in LEARNABLE and limit > 0 and state.learned.get(name) != limit:
             state.learned[name] = limit
-    if seen.window is not None and seen.window > 0:
+            changed = True
+    if seen.window is not None and seen.window > 0 and seen.window != state.window:
         state.window = seen.window
+        changed = True
     if seen.bias is not None and seen.bias > 0:
         state.bias = seen.bias
-    s = shape(state, configured, windows_of, scale, margin, initial)
-    refill(state, s.caps, s.windows, now)
+    s = shape(state, configured, windows_of, scale, margin, initial) if changed else before
+    if changed:
+        refill(state, s.caps, s.windows, now)
     debits = {d.bucket: d for d in charge.debits} if charge is not None and charge.epoch == state.epoch else {}
     out: dict[str, LimitState] = {}
     for name in LEARNABLE:
@@ -425,17 +434,19 @@ def learn(
             if d.seq > b.seen:
                 exact = paced and charge.admit_at - d.queue_before >= REORDER_SECONDS
                 # sent ``delay`` after its admission: the upstream had refilled that much more
+                margin_before = state.margins.get(name)
                 correct(state, s, name, d, remaining - charge.delay * rate, now, exact)
                 used = True
                 held = s.full[name] - s.caps[name]
-                s = shape(state, configured, windows_of, scale, margin, initial)
+                if state.margins.get(name) != margin_before:
+                    s = shape(state, configured, windows_of, scale, margin, initial)
                 # the margin held back changed: the level follows, so that level + margin stays the upstream's
                 b.level -= (s.full[name] - s.caps[name]) - held
                 refill(state, s.caps, s.windows, now)
         elif remaining is not None:
             b.level = min(b.level, remaining * scale)
         out[name] = state_of(state, s, name, used=used)
-    return out
+    return out, s
 
 
 def state_of(state: KeyState, s: Shape, name: str, cooldown: float = 0.0, used: bool = False) -> LimitState:

@@ -65,7 +65,6 @@ from middleware.limits.types import (
     LEARNABLE,
     REASON_COOLDOWN,
     REASON_NO_LIMITS,
-    REQUESTS,
     TOKENS,
     BackendDecision,
     LearnedLimits,
@@ -297,6 +296,8 @@ class Limiter:
 
     def _end_initial(self, key: LimiterKey, answered: Reservation | None, headerless: bool) -> None:
         """The first response of a key arrived: charge the calls still in flight to the new buckets."""
+        if not headerless and key.id not in self._initial:
+            return  # the usual case (the key's first burst is over): no lock
         with self._initial_lock:
             if headerless:
                 self._headerless.touch(key.id, True)
@@ -513,8 +514,13 @@ class Limiter:
         if reservation is not None:
             self._leave_initial(reservation)  # answered: its first-burst slot is free
         backend_name = reservation.backend if reservation is not None else None
-        states, used = self._router.run(
-            lambda b: b.learn(key, seen, charge if b.name == backend_name else None))
+        router = self._router
+        used: Backend
+        if router.primary is None:  # what ``Router.run`` does then, without a closure
+            used = router.local
+            states = used.learn(key, seen, charge if used.name == backend_name else None)
+        else:
+            states, used = router.run(lambda b: b.learn(key, seen, charge if b.name == backend_name else None))
         if used is not self._local:
             tokens = states.get(TOKENS)
             self._local.learn(key, replace(seen, bias=tokens.bias if tokens is not None else None))
@@ -535,10 +541,12 @@ class Limiter:
             if estimator is None:
                 estimator = WindowEstimator()
             self._estimators.touch(key.id, estimator)
-        least = {REQUESTS: 1.0 if charged else 0.0, TOKENS: 0.0}
-        informative = [estimator.observe(parsed.limit(r), parsed.remaining(r), parsed.reset(r), least[r])
-                       for r in LEARNABLE]
-        return estimator.estimate() if any(informative) else None
+        # the least deficit each bucket shows: one request when the call was charged, tokens unknown (0)
+        informative = estimator.observe(parsed.limit_requests, parsed.remaining_requests, parsed.reset_requests,
+                                        1.0 if charged else 0.0)
+        informative = estimator.observe(parsed.limit_tokens, parsed.remaining_tokens, parsed.reset_tokens,
+                                        0.0) or informative
+        return estimator.estimate() if informative else None
 
     def learned_window(self, key: LimiterKey) -> float | None:
         """This process's current window estimate for ``key`` (``None``: none yet or not learning)."""

@@ -1,8 +1,8 @@
 """In-process backend: the bucket algorithm on a bounded map of key states behind one lock.
 
 Hot path: a reservation and its settlement are one lock each and no allocation beyond the charge they
-record; the key's ``Shape`` (capacities and windows after the margins) is cached on its state and computed
-again only after ``learn`` or ``set_scale``, the only operations that change its inputs.
+record; the key's ``Shape`` (capacities and windows after the margins) is cached on its state, replaced by
+the one ``learn`` ends with and dropped by ``set_scale``: the only operations that change its inputs.
 """
 
 from __future__ import annotations
@@ -120,12 +120,12 @@ class MemoryBackend:
     def learn(self, key: LimiterKey, seen: LearnedLimits, charge: Charge | None = None) -> dict[str, LimitState]:
         """Adopt limits from headers and correct the levels (with ``charge``: to the upstream's truth)."""
         with self._lock:
-            state, _ = self._state(key)
-            try:
-                return buckets.learn(state, self._configured, self._windows_of, self._clock(), seen, self._scale,
-                                     self._margin, charge, self._initial)
-            finally:
-                state.shape = None  # limits, window or margins may have changed
+            state, current = self._state(key)
+            state.shape = None  # until learning is done: limits, window or margins may change
+            out, state.shape = buckets.learn_shaped(
+                state, self._configured, self._windows_of, self._clock(), seen, self._scale, self._margin, charge,
+                self._initial, current)
+            return out
 
     def cooldown(self, key: LimiterKey, seconds: float, resources: tuple[str, ...], empty: bool = True) -> None:
         """Block the key for ``seconds`` and (``empty``) empty the named buckets."""

@@ -79,6 +79,11 @@ class WindowEstimator:
 
     def __init__(self, keep: int = DEFAULT_OBSERVATIONS) -> None:
         self._seen: deque[tuple[float, float, float, float]] = deque(maxlen=keep)
+        # each observation's interval at the current resolution, computed when it arrives (and again for
+        # all of them when the resolution gets finer), and the estimate, until the next observation
+        self._bounds: deque[tuple[float, float]] = deque(maxlen=keep)
+        self._estimate: float | None = None
+        self._stale = False
         self._resolution = RESOLUTIONS[0]
         self._lock = threading.Lock()
 
@@ -94,25 +99,40 @@ class WindowEstimator:
             return False
         assert limit is not None and remaining is not None and reset is not None
         with self._lock:
-            self._resolution = min(self._resolution, resolution_of(reset))
-            self._seen.append((limit, remaining, reset, min_deficit))
+            resolution = min(self._resolution, resolution_of(reset))
+            if resolution != self._resolution:
+                self._resolution = resolution
+                self._bounds.clear()
+                self._bounds.extend(_bounds(obs, resolution) for obs in self._seen)
+            obs = (limit, remaining, reset, min_deficit)
+            self._seen.append(obs)
+            self._bounds.append(_bounds(obs, resolution))
+            self._stale = True
         return True
 
     def estimate(self) -> float | None:
         """The current window estimate in seconds (``None`` before any informative observation)."""
         with self._lock:
-            seen, resolution = list(self._seen), self._resolution
-        if not seen:
-            return None
-        low, high = 0.0, math.inf
-        for limit, remaining, reset, least in reversed(seen):
-            bounds = window_bounds(limit, remaining, reset, resolution, least)
-            if bounds is None:
-                continue
-            a, b = bounds
-            if a > high or b < low:
-                break  # contradicts newer observations: the upstream changed, forget the older ones
-            low, high = max(low, a), min(high, b)
-        if not math.isfinite(high):
-            return None
-        return min(MAX_LEARNED_WINDOW_SECONDS, max(MIN_LEARNED_WINDOW_SECONDS, high))
+            if self._stale:
+                self._estimate = _intersect(self._bounds)
+                self._stale = False
+            return self._estimate
+
+
+def _bounds(obs: tuple[float, float, float, float], resolution: float) -> tuple[float, float]:
+    limit, remaining, reset, least = obs
+    bounds = window_bounds(limit, remaining, reset, resolution, least)
+    assert bounds is not None  # informative at 1 ms: at any resolution (it only widens the interval)
+    return bounds
+
+
+def _intersect(intervals: deque[tuple[float, float]]) -> float | None:
+    """The estimate from the intervals, oldest first (see the module doc)."""
+    low, high = 0.0, math.inf
+    for a, b in reversed(intervals):
+        if a > high or b < low:
+            break  # contradicts newer observations: the upstream changed, forget the older ones
+        low, high = max(low, a), min(high, b)
+    if not math.isfinite(high):
+        return None
+    return min(MAX_LEARNED_WINDOW_SECONDS, max(MIN_LEARNED_WINDOW_SECONDS, high))

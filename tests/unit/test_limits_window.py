@@ -203,3 +203,49 @@ def test_a_call_above_the_learned_limit_is_refused_at_once() -> None:
         assert (err.value.tokens, err.value.limit) == (51, 50)
         assert clock.now == start and lim.snapshot(KEY) == before
         assert (lim.learned_window(KEY) is not None) == learns
+
+
+def _estimate_from_scratch(seen: list[tuple[float, float, float, float]], resolution: float) -> float | None:
+    """The estimator's rule computed afresh from every observation (what its cached intervals must give)."""
+    low, high = 0.0, math.inf
+    for limit, remaining, reset, least in reversed(seen[-16:]):
+        bounds = window_bounds(limit, remaining, reset, resolution, least)
+        assert bounds is not None
+        a, b = bounds
+        if a > high or b < low:
+            break
+        low, high = max(low, a), min(high, b)
+    return min(86400.0, max(0.05, high)) if math.isfinite(high) else None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 5000), st.floats(0.0, 1.0), st.sampled_from([0.001, 0.01, 0.1, 1.0]),
+                          st.integers(1, 3000), st.sampled_from([0.0, 1.0])), min_size=1, max_size=40))
+def test_cached_intervals_give_the_estimate_computed_afresh(obs: list[tuple[int, float, float, int, float]]) -> None:
+    """The estimator keeps each observation's interval (recomputed when the resolution gets finer) and its
+    estimate until the next observation: always what the rule gives from scratch."""
+    est = WindowEstimator()
+    seen: list[tuple[float, float, float, float]] = []
+    for limit, used, step, steps, least in obs:
+        remaining, reset = float(math.floor(limit * (1 - used))), steps * step
+        if est.observe(limit, remaining, reset, least):
+            seen.append((limit, remaining, reset, least))
+        assert est.estimate() == (_estimate_from_scratch(seen, est.resolution) if seen else None)
+
+
+def test_shape_cache_follows_scale_and_learning() -> None:
+    """The memory backend's cached capacities change with ``set_scale`` and with learned limits."""
+    from middleware.limits.memory import MemoryBackend
+    from middleware.limits.types import LearnedLimits
+
+    clock = Clock()
+    mem = MemoryBackend(LimitConfig(requests_per_window=100, tokens_per_window=1000, initial_margin=0.0),
+                        clock=clock)
+    assert mem.snapshot(KEY)["tokens"].limit == 1000
+    mem.set_scale(0.5)
+    assert mem.snapshot(KEY)["tokens"].limit == 500
+    mem.learn(KEY, LearnedLimits({"tokens": 600.0}, {}))
+    assert mem.snapshot(KEY)["tokens"].limit == 300
+    mem.set_scale(1.0)
+    assert mem.snapshot(KEY)["tokens"].limit == 600
+    assert mem.reserve(KEY, 601, 0.0).status == "too_large"
