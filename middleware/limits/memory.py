@@ -1,6 +1,6 @@
 """In-process backend: the bucket algorithm on a bounded map of key states behind one lock.
 
-Hot path: a reservation and its settlement are one lock each and no allocation beyond the charge they
+Hot path: a reservation and its settlement take the lock once each and do no more than the bookkeeping they
 record; the key's ``Shape`` (capacities and windows after the margins) is cached on its state, replaced by
 the one ``learn`` ends with and dropped by ``set_scale``: the only operations that change its inputs.
 """
