@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from middleware.limits.types import (
@@ -83,6 +83,7 @@ BIAS_PERIOD = 0.25  # bias measured over calls worth at least 1/4 of the tokens 
 BIAS_SAMPLE = 200.0  # ... and at least this many tokens (rounding of one header is then below 1 %)
 BIAS_MAX = 4.0
 REORDER_SECONDS = 0.02  # calls admitted closer together than this may reach the upstream in either order
+_TOKEN_ORDER = tuple(sorted(TOKEN_BUCKETS))  # the token buckets in the order "too large" is judged
 _epochs = itertools.count(1)
 
 
@@ -116,6 +117,9 @@ class KeyState:
     # (spent, raw, dropped, corrections) when the bias was last measured
     bias_base: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     margins: dict[str, float] = field(default_factory=dict)  # learned hold-back per bucket, in its units
+    # the memory backend's cache of ``shape(...)`` for this state: reset by whatever changes ``learned``,
+    # ``window`` or ``margins`` (``learn``) and by a change of the backend's scale
+    shape: Shape | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -127,53 +131,38 @@ class Shape:
     windows: dict[str, float]  # refill windows, shortened with the capacity (same rate)
 
 
-def effective_caps(configured: dict[str, float | None], learned: dict[str, float], scale: float) -> dict[str, float]:
-    """Capacity per known bucket: the smaller of configured and learned, times ``scale``."""
-    caps: dict[str, float] = {}
-    for name, conf in configured.items():
-        seen = learned.get(name)
-        cap = conf if seen is None else seen if conf is None else min(conf, seen)
-        if cap is not None:
-            caps[name] = cap * scale
-    return caps
-
-
-def with_margin(
-    caps: dict[str, float], windows: dict[str, float], margin: float | Mapping[str, float],
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Capacities lowered by ``rate * margin`` (at most half), windows shortened to keep each rate.
-
-    ``margin`` is in seconds, one for every bucket or one per bucket. A bucket of capacity
-    ``cap - rate * J`` refilled at ``rate`` never lets calls arriving up to J seconds out of schedule
-    overrun an upstream bucket of capacity ``cap`` (``LimitConfig``).
-    """
-    out_caps, out_windows = {}, dict(windows)
-    for name, cap in caps.items():
-        j = margin.get(name, 0.0) if isinstance(margin, Mapping) else margin
-        if j <= 0:
-            out_caps[name] = cap
-            continue
-        window = windows[name]
-        keep = 1.0 - min(j, window / 2) / window
-        out_caps[name] = cap * keep
-        out_windows[name] = window * keep
-    return out_caps, out_windows
-
-
 def shape(
     state: KeyState, configured: dict[str, float | None], windows_of: Callable[[float | None], dict[str, float]],
     scale: float, margin: float, initial: float = 0.0,
 ) -> Shape:
     """The key's limits, capacities and windows: configured margin (seconds) or learned one, the larger.
 
+    Each known bucket's limit is the smaller of configured and learned, times ``scale`` (``full``). Its capacity
+    is lowered by ``rate * margin`` (a margin of at most half the window), its window shortened alike to keep
+    the rate: a bucket of capacity ``cap - rate * J`` refilled at ``rate`` never lets calls arriving up to J
+    seconds out of schedule overrun an upstream bucket of capacity ``cap`` (``LimitConfig``).
     ``initial``: share of a tokens limit held back while its bucket has no learned margin yet (requests are
     counted alike on both sides: one per call).
     """
-    full = effective_caps(configured, state.learned, scale)
+    learned, held = state.learned, state.margins
     windows = windows_of(state.window)
-    margins = {name: max(margin, state.margins.get(name, cap * initial if name in TOKEN_BUCKETS else 0.0)
-                         * windows[name] / cap) for name, cap in full.items()}
-    caps, wins = with_margin(full, windows, margins)
+    full: dict[str, float] = {}
+    caps: dict[str, float] = {}
+    wins = dict(windows)
+    for name, conf in configured.items():
+        seen = learned.get(name)
+        limit = conf if seen is None else seen if conf is None else min(conf, seen)
+        if limit is None:
+            continue
+        full[name] = cap = limit * scale
+        window = windows[name]
+        j = max(margin, held.get(name, cap * initial if name in TOKEN_BUCKETS else 0.0) * window / cap)
+        if j <= 0:
+            caps[name] = cap
+            continue
+        keep = 1.0 - min(j, window / 2) / window
+        caps[name] = cap * keep
+        wins[name] = window * keep
     return Shape(full, caps, wins)
 
 
@@ -197,9 +186,12 @@ def cost(name: str, requests: int | float, tokens: int | float) -> float:
 
 def charged(tokens: int, bias: float, full: dict[str, float]) -> int:
     """Tokens a reservation of ``tokens`` (our estimate) is charged: ``ceil(tokens * bias)``, within the limit."""
-    out = tokens if bias == 1.0 else math.ceil(tokens * bias)
-    for name in TOKEN_BUCKETS & full.keys():
-        out = min(out, max(tokens, math.floor(full[name])))
+    if bias == 1.0:
+        return tokens  # min(tokens, max(tokens, limit)) for every limit
+    out = math.ceil(tokens * bias)
+    for name in _TOKEN_ORDER:
+        if name in full:
+            out = min(out, max(tokens, math.floor(full[name])))
     return out
 
 
@@ -219,13 +211,16 @@ def decide(
     """
     refill(state, caps, windows, now)
     full = caps if limits is None else limits
-    for name in sorted(TOKEN_BUCKETS & full.keys()):
-        if tokens > full[name] / scale:
+    for name in _TOKEN_ORDER:
+        if name in full and tokens > full[name] / scale:
             return BackendDecision("too_large", 0.0, name, now, limit=full[name] / scale)
     price = charged(tokens, state.bias, full)
+    # what one call costs in a token bucket and in a requests bucket (``cost``)
+    token_cost, raw_cost = float(price), float(tokens)
     wait, reason = 0.0, REASON_WITHIN_LIMIT if caps else REASON_NO_LIMITS
+    held = state.buckets
     for name, cap in caps.items():
-        b, amount = state.buckets[name], cost(name, 1, price)
+        b, amount = held[name], token_cost if name in TOKEN_BUCKETS else 1.0
         need = -(b.level - amount) * windows[name] / cap
         if b.queue_at > now:  # FIFO: never ahead of a call already queued (a credit must not let one jump)
             need = max(need, b.queue_at - now + min(REORDER_SECONDS, amount * windows[name] / cap))
@@ -235,23 +230,29 @@ def decide(
         wait, reason = state.cooldown_until - now, REASON_COOLDOWN
     if wait > max_wait:
         return BackendDecision("timeout", wait, reason, now)
+    if not caps:
+        return BackendDecision("ok", wait, reason, now, None)
     debits: list[Debit] = []
+    admit_at = now + wait
     for name, cap in caps.items():
-        b, amount = state.buckets[name], cost(name, 1, price)
+        b = held[name]
+        if name in TOKEN_BUCKETS:
+            amount, raw = token_cost, raw_cost
+        else:
+            amount = raw = 1.0
         rate = cap / windows[name]
         # admitted at now + wait: the bucket cannot hold more than it will have refilled by then
-        b.level = min(b.level, cap - wait * rate) - amount
+        b.level = level = min(b.level, cap - wait * rate) - amount
         tat_before, queue_before = b.tat, b.queue_at
-        b.queue_at = now + wait
-        b.tat = max(b.tat, now + wait) + amount / rate
+        b.queue_at = admit_at
+        b.tat = tat = max(tat_before, admit_at) + amount / rate
         b.spent += amount
-        b.raw += cost(name, 1, tokens)
+        b.raw += raw
         b.seq += 1
-        expected = b.level + wait * rate + (full.get(name, cap) - cap)
-        debits.append(Debit(name, amount, b.level, b.credits, tat_before, b.tat, queue_before,
+        expected = level + wait * rate + (full.get(name, cap) - cap)
+        debits.append(Debit(name, amount, level, b.credits, tat_before, tat, queue_before,
                             expected, b.corrections, b.spent, b.raw, b.seq))
-    charge = Charge(now, now + wait, state.epoch, tuple(debits)) if debits else None
-    return BackendDecision("ok", wait, reason, now, charge)
+    return BackendDecision("ok", wait, reason, now, Charge(now, admit_at, state.epoch, tuple(debits)))
 
 
 def give_back(
@@ -270,10 +271,14 @@ def give_back(
         return
     refill(state, caps, windows, now)
     raw_total = tokens if raw_tokens is None else raw_tokens
+    held = state.buckets
     for d in charge.debits:
-        b, cap = state.buckets.get(d.bucket), caps.get(d.bucket)
-        amount = cost(d.bucket, requests, tokens)
-        raw = cost(d.bucket, requests, raw_total)
+        name = d.bucket
+        b, cap = held.get(name), caps.get(name)
+        if name in TOKEN_BUCKETS:  # ``cost``
+            amount, raw = float(tokens), float(raw_total)
+        else:
+            amount = raw = float(requests)
         if b is None or cap is None or amount == 0:
             continue
         if requests > 0:
@@ -365,7 +370,27 @@ def learn(
     charge: Charge | None = None,
     initial: float = 0.0,
 ) -> dict[str, LimitState]:
+    """Adopt header limits and window, then correct the levels (``learn_shaped``)."""
+    return learn_shaped(state, configured, windows_of, now, seen, scale, margin, charge, initial)[0]
+
+
+def learn_shaped(
+    state: KeyState,
+    configured: dict[str, float | None],
+    windows_of: Callable[[float | None], dict[str, float]],
+    now: float,
+    seen: LearnedLimits,
+    scale: float = 1.0,
+    margin: float = 0.0,
+    charge: Charge | None = None,
+    initial: float = 0.0,
+    current: Shape | None = None,
+) -> tuple[dict[str, LimitState], Shape]:
     """Adopt header limits and window, then correct the levels (see the module doc).
+
+    ``current``: the state's shape under these arguments, if the caller holds it; the shape after learning is
+    returned with the states (a caller caching shapes keeps it). A shape is computed again only when its
+    inputs changed (limits, window, margins).
 
     With the ``charge`` of the call these headers answer (same state, no fallback scale), each level is
     corrected by the uncorrected deviation (``correct``; ``LimitState.used`` says it was compared; a
@@ -374,17 +399,21 @@ def learn(
     brought to ``now`` at the old capacities and rates, then the new ones apply.
     ``windows_of(learned_window)`` gives the windows in force (a configured window may ignore it).
     """
-    before = shape(state, configured, windows_of, scale, margin, initial)
+    before = shape(state, configured, windows_of, scale, margin, initial) if current is None else current
     refill(state, before.caps, before.windows, now)
+    changed = False
     for name, limit in seen.limits.items():
-        if name in LEARNABLE and limit > 0:
+        if name in LEARNABLE and limit > 0 and state.learned.get(name) != limit:
             state.learned[name] = limit
-    if seen.window is not None and seen.window > 0:
+            changed = True
+    if seen.window is not None and seen.window > 0 and seen.window != state.window:
         state.window = seen.window
+        changed = True
     if seen.bias is not None and seen.bias > 0:
         state.bias = seen.bias
-    s = shape(state, configured, windows_of, scale, margin, initial)
-    refill(state, s.caps, s.windows, now)
+    s = shape(state, configured, windows_of, scale, margin, initial) if changed else before
+    if changed:
+        refill(state, s.caps, s.windows, now)
     debits = {d.bucket: d for d in charge.debits} if charge is not None and charge.epoch == state.epoch else {}
     out: dict[str, LimitState] = {}
     for name in LEARNABLE:
@@ -405,17 +434,19 @@ def learn(
             if d.seq > b.seen:
                 exact = paced and charge.admit_at - d.queue_before >= REORDER_SECONDS
                 # sent ``delay`` after its admission: the upstream had refilled that much more
+                margin_before = state.margins.get(name)
                 correct(state, s, name, d, remaining - charge.delay * rate, now, exact)
                 used = True
                 held = s.full[name] - s.caps[name]
-                s = shape(state, configured, windows_of, scale, margin, initial)
+                if state.margins.get(name) != margin_before:
+                    s = shape(state, configured, windows_of, scale, margin, initial)
                 # the margin held back changed: the level follows, so that level + margin stays the upstream's
                 b.level -= (s.full[name] - s.caps[name]) - held
                 refill(state, s.caps, s.windows, now)
         elif remaining is not None:
             b.level = min(b.level, remaining * scale)
         out[name] = state_of(state, s, name, used=used)
-    return out
+    return out, s
 
 
 def state_of(state: KeyState, s: Shape, name: str, cooldown: float = 0.0, used: bool = False) -> LimitState:

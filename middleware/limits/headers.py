@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -21,8 +22,12 @@ _RESOURCES = ("requests", "tokens")
 _KINDS = ("limit", "remaining", "reset")
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_go_duration(text: str) -> float | None:
-    """Seconds in a Go duration (``6m0s``, ``20ms``, ``1h2m3.5s``) or plain seconds (``1.5``); ``None`` if invalid."""
+    """Seconds in a Go duration (``6m0s``, ``20ms``, ``1h2m3.5s``) or plain seconds (``1.5``); ``None`` if invalid.
+
+    Cached: an upstream sends the same few resets over and over (``1s``, ``6m0s``, ``20ms``).
+    """
     s = text.strip()
     if not s or len(s) > _MAX_LEN:
         return None
@@ -65,9 +70,11 @@ def format_go_duration(seconds: float) -> str:
 
 def _parse_count(text: str) -> float | None:
     s = text.strip()
-    if not s or len(s) > _MAX_LEN or not _PLAIN.fullmatch(s):
+    if not s or len(s) > _MAX_LEN:
         return None
-    return float(s)
+    if s.isdecimal() or _PLAIN.fullmatch(s):  # digits only: what ``\d+`` matches (Unicode category Nd)
+        return float(s)
+    return None
 
 
 @dataclass(frozen=True)
@@ -115,7 +122,7 @@ def _rate_limit_values(headers: Mapping[str, str]) -> dict[str, object]:
     if compat.is_sdk_headers(headers):
         sdk_headers: Any = headers
         return {k: v for k, v in sdk_headers.multi_items() if k.startswith(_PREFIX)}
-    return {k.lower(): v for k, v in headers.items() if isinstance(k, str) and k.lower().startswith(_PREFIX)}
+    return {low: v for k, v in headers.items() if isinstance(k, str) and (low := k.lower()).startswith(_PREFIX)}
 
 
 def parse_ratelimit_headers(headers: Mapping[str, str]) -> RatelimitHeaders:

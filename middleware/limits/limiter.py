@@ -23,7 +23,7 @@ Window rule: with ``window_seconds=None`` (the default) the requests and tokens 
 60 s until a window is learned; every response's ``limit``/``remaining``/``reset`` headers feed a
 per-key ``WindowEstimator`` in this process (``reset`` = time until the bucket is full, so
 ``window = limit * reset / (limit - remaining)``, bounded by the rounding of ``remaining``; robust
-over the last observations, ``reset = 0`` ignored, clamped; see ``window.py``), and the estimate is
+over the last observations, only ``reset = 0`` ignored, clamped; see ``window.py``), and the estimate is
 written to the backend (memory, or the Redis hash shared by all processes, where the newest estimate
 of any process wins). A configured ``window_seconds`` is kept unless ``learn_from_headers`` is
 ``"override_window"``; ``learn_from_headers=False`` learns nothing.
@@ -65,7 +65,6 @@ from middleware.limits.types import (
     LEARNABLE,
     REASON_COOLDOWN,
     REASON_NO_LIMITS,
-    REQUESTS,
     TOKENS,
     BackendDecision,
     LearnedLimits,
@@ -178,8 +177,10 @@ class Limiter:
     def _heartbeat(self) -> None:
         """At most every ``peer_ttl_seconds / 4``: refresh our entry in the peers set and count the peers."""
         primary = self._router.primary
+        if primary is None or self._router.degraded:
+            return
         now = self._clock()
-        if primary is None or self._router.degraded or now < self._next_beat:
+        if now < self._next_beat:
             return
         self._next_beat = now + self.config.peer_ttl_seconds / 4
         beat = getattr(primary, "peers", None)
@@ -238,11 +239,16 @@ class Limiter:
         its key (see the module doc); ``waited`` is how long it has already waited for it.
         """
         tokens = max(0, int(tokens))
-        max_wait = self._max_wait(key) - waited
-        self._heartbeat()
-        started = time.perf_counter()
-        decision, backend = self._router.run(lambda b: b.reserve(key, tokens, max_wait))
-        if self._router.primary is not None:  # timed for shared backends; in memory it is microseconds
+        max_wait = (self.config.max_wait_seconds if key.max_wait is None else max(0.0, key.max_wait)) - waited
+        router = self._router
+        backend: Backend
+        if router.primary is None:  # what ``Router.run`` does then, without a closure; not timed (microseconds)
+            backend = router.local
+            decision = backend.reserve(key, tokens, max_wait)
+        else:  # timed for shared backends
+            self._heartbeat()
+            started = time.perf_counter()
+            decision, backend = router.run(lambda b: b.reserve(key, tokens, max_wait))
             self._events.limiter_decision_time(backend.name, time.perf_counter() - started)
         if decision.status == "too_large":
             raise RequestTooLarge(
@@ -290,6 +296,8 @@ class Limiter:
 
     def _end_initial(self, key: LimiterKey, answered: Reservation | None, headerless: bool) -> None:
         """The first response of a key arrived: charge the calls still in flight to the new buckets."""
+        if not headerless and key.id not in self._initial:
+            return  # the usual case (the key's first burst is over): no lock
         with self._initial_lock:
             if headerless:
                 self._headerless.touch(key.id, True)
@@ -447,7 +455,12 @@ class Limiter:
         price = reservation.charged_tokens
         delta = raw if price == reservation.tokens or not reservation.tokens else round(
             raw * price / reservation.tokens)
-        if delta:
+        if not delta:
+            return
+        local = self._router.local
+        if reservation.backend == local.name:  # what ``Router.run_on`` does first, without a closure
+            local.adjust(reservation.key, 0, delta, charge, raw)
+        else:
             self._router.run_on(reservation.backend, lambda b: b.adjust(reservation.key, 0, delta, charge, raw))
 
     def release(self, reservation: Reservation) -> None:
@@ -501,8 +514,13 @@ class Limiter:
         if reservation is not None:
             self._leave_initial(reservation)  # answered: its first-burst slot is free
         backend_name = reservation.backend if reservation is not None else None
-        states, used = self._router.run(
-            lambda b: b.learn(key, seen, charge if b.name == backend_name else None))
+        router = self._router
+        used: Backend
+        if router.primary is None:  # what ``Router.run`` does then, without a closure
+            used = router.local
+            states = used.learn(key, seen, charge if used.name == backend_name else None)
+        else:
+            states, used = router.run(lambda b: b.learn(key, seen, charge if b.name == backend_name else None))
         if used is not self._local:
             tokens = states.get(TOKENS)
             self._local.learn(key, replace(seen, bias=tokens.bias if tokens is not None else None))
@@ -523,10 +541,12 @@ class Limiter:
             if estimator is None:
                 estimator = WindowEstimator()
             self._estimators.touch(key.id, estimator)
-        least = {REQUESTS: 1.0 if charged else 0.0, TOKENS: 0.0}
-        informative = [estimator.observe(parsed.limit(r), parsed.remaining(r), parsed.reset(r), least[r])
-                       for r in LEARNABLE]
-        return estimator.estimate() if any(informative) else None
+        # the least deficit each bucket shows: one request when the call was charged, tokens unknown (0)
+        informative = estimator.observe(parsed.limit_requests, parsed.remaining_requests, parsed.reset_requests,
+                                        1.0 if charged else 0.0)
+        informative = estimator.observe(parsed.limit_tokens, parsed.remaining_tokens, parsed.reset_tokens,
+                                        0.0) or informative
+        return estimator.estimate() if informative else None
 
     def learned_window(self, key: LimiterKey) -> float | None:
         """This process's current window estimate for ``key`` (``None``: none yet or not learning)."""

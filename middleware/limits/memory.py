@@ -1,4 +1,9 @@
-"""In-process backend: the bucket algorithm on a bounded map of key states behind one lock."""
+"""In-process backend: the bucket algorithm on a bounded map of key states behind one lock.
+
+Hot path: a reservation and its settlement take the lock once each and do no more than the bookkeeping they
+record; the key's ``Shape`` (capacities and windows after the margins) is cached on its state, replaced by
+the one ``learn`` ends with and dropped by ``set_scale``: the only operations that change its inputs.
+"""
 
 from __future__ import annotations
 
@@ -56,6 +61,9 @@ class MemoryBackend:
     def set_scale(self, scale: float) -> None:
         """Hold ``scale`` of every limit from now on (levels are clamped to the new capacities)."""
         with self._lock:
+            if scale != self._scale:
+                for state in self._states.values():
+                    state.shape = None
             self._scale = scale
 
     @property
@@ -64,15 +72,22 @@ class MemoryBackend:
         return len(self._states)
 
     def _shape(self, state: buckets.KeyState) -> buckets.Shape:
-        return buckets.shape(state, self._configured, self._windows_of, self._scale, self._margin, self._initial)
+        """The key's shape, computed once per change of what it depends on (``KeyState.shape``)."""
+        s = state.shape
+        if s is None:
+            s = state.shape = buckets.shape(
+                state, self._configured, self._windows_of, self._scale, self._margin, self._initial)
+        return s
 
     def _state(self, key: LimiterKey) -> tuple[buckets.KeyState, buckets.Shape]:
-        state = self._states.get(key.id)
+        key_id = key.id
+        states = self._states
+        state = states.get(key_id)
         if state is None:
             self._evict()
-            state = self._states[key.id] = buckets.KeyState()
+            state = states[key_id] = buckets.KeyState()
         else:
-            self._states.move_to_end(key.id)
+            states.move_to_end(key_id)
         return state, self._shape(state)
 
     def _evict(self) -> None:
@@ -105,9 +120,12 @@ class MemoryBackend:
     def learn(self, key: LimiterKey, seen: LearnedLimits, charge: Charge | None = None) -> dict[str, LimitState]:
         """Adopt limits from headers and correct the levels (with ``charge``: to the upstream's truth)."""
         with self._lock:
-            state, _ = self._state(key)
-            return buckets.learn(state, self._configured, self._windows_of, self._clock(), seen, self._scale,
-                                 self._margin, charge, self._initial)
+            state, current = self._state(key)
+            state.shape = None  # until learning is done: limits, window or margins may change
+            out, state.shape = buckets.learn_shaped(
+                state, self._configured, self._windows_of, self._clock(), seen, self._scale, self._margin, charge,
+                self._initial, current)
+            return out
 
     def cooldown(self, key: LimiterKey, seconds: float, resources: tuple[str, ...], empty: bool = True) -> None:
         """Block the key for ``seconds`` and (``empty``) empty the named buckets."""

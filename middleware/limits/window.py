@@ -15,7 +15,12 @@ the call that received the headers left: headers sent with a response right afte
 charged show a requests bucket at least one request from full (``m = 1``); otherwise ``m = 0`` and
 the interval is unbounded above when ``D <= 1``.
 Observations with ``remaining >= L`` carry no information and are ignored, and so are those with
-``reset < MIN_RESET_SECONDS`` (including ``reset = 0``).
+``reset = 0`` (a bucket said to be full while it is not: the rounding of an unknown step). A short
+reset is kept however short: its interval is wide (the resolution dominates it) but holds the true
+window all the same, and it is what a short window shows for every call worth a small part of the
+limit (a 0.5 s window refills one request of 11 in 45 ms). Ignoring resets under some threshold
+left such an upstream unlearned, refilling at the 60 s default: calls that the upstream would admit
+within milliseconds were refused for needing more than their wait budget.
 
 The estimate intersects the intervals of the most recent observations (requests and tokens alike:
 both buckets share one window, as in ``LimitConfig``), newest first, stopping at the first one that
@@ -35,7 +40,6 @@ from collections import deque
 from middleware.limits.types import MAX_LEARNED_WINDOW_SECONDS, MIN_LEARNED_WINDOW_SECONDS
 
 DEFAULT_OBSERVATIONS = 16
-MIN_RESET_SECONDS = 0.05
 RESOLUTIONS = (1.0, 0.1, 0.01, 0.001)  # coarsest first
 
 
@@ -61,7 +65,7 @@ def window_bounds(
         return None
     if not (math.isfinite(limit) and math.isfinite(remaining) and math.isfinite(reset)):
         return None
-    if limit <= 0 or reset < MIN_RESET_SECONDS or remaining >= limit:
+    if limit <= 0 or reset <= 0 or remaining >= limit:
         return None
     deficit = limit - max(0.0, remaining)
     low = limit * max(0.0, reset - resolution) / (deficit + 0.5)
@@ -75,6 +79,11 @@ class WindowEstimator:
 
     def __init__(self, keep: int = DEFAULT_OBSERVATIONS) -> None:
         self._seen: deque[tuple[float, float, float, float]] = deque(maxlen=keep)
+        # each observation's interval at the current resolution, computed when it arrives (and again for
+        # all of them when the resolution gets finer), and the estimate, until the next observation
+        self._bounds: deque[tuple[float, float]] = deque(maxlen=keep)
+        self._estimate: float | None = None
+        self._stale = False
         self._resolution = RESOLUTIONS[0]
         self._lock = threading.Lock()
 
@@ -90,25 +99,40 @@ class WindowEstimator:
             return False
         assert limit is not None and remaining is not None and reset is not None
         with self._lock:
-            self._resolution = min(self._resolution, resolution_of(reset))
-            self._seen.append((limit, remaining, reset, min_deficit))
+            resolution = min(self._resolution, resolution_of(reset))
+            if resolution != self._resolution:
+                self._resolution = resolution
+                self._bounds.clear()
+                self._bounds.extend(_bounds(obs, resolution) for obs in self._seen)
+            obs = (limit, remaining, reset, min_deficit)
+            self._seen.append(obs)
+            self._bounds.append(_bounds(obs, resolution))
+            self._stale = True
         return True
 
     def estimate(self) -> float | None:
         """The current window estimate in seconds (``None`` before any informative observation)."""
         with self._lock:
-            seen, resolution = list(self._seen), self._resolution
-        if not seen:
-            return None
-        low, high = 0.0, math.inf
-        for limit, remaining, reset, least in reversed(seen):
-            bounds = window_bounds(limit, remaining, reset, resolution, least)
-            if bounds is None:
-                continue
-            a, b = bounds
-            if a > high or b < low:
-                break  # contradicts newer observations: the upstream changed, forget the older ones
-            low, high = max(low, a), min(high, b)
-        if not math.isfinite(high):
-            return None
-        return min(MAX_LEARNED_WINDOW_SECONDS, max(MIN_LEARNED_WINDOW_SECONDS, high))
+            if self._stale:
+                self._estimate = _intersect(self._bounds)
+                self._stale = False
+            return self._estimate
+
+
+def _bounds(obs: tuple[float, float, float, float], resolution: float) -> tuple[float, float]:
+    limit, remaining, reset, least = obs
+    bounds = window_bounds(limit, remaining, reset, resolution, least)
+    assert bounds is not None  # informative at 1 ms: at any resolution (it only widens the interval)
+    return bounds
+
+
+def _intersect(intervals: deque[tuple[float, float]]) -> float | None:
+    """The estimate from the intervals, oldest first (see the module doc)."""
+    low, high = 0.0, math.inf
+    for a, b in reversed(intervals):
+        if a > high or b < low:
+            break  # contradicts newer observations: the upstream changed, forget the older ones
+        low, high = max(low, a), min(high, b)
+    if not math.isfinite(high):
+        return None
+    return min(MAX_LEARNED_WINDOW_SECONDS, max(MIN_LEARNED_WINDOW_SECONDS, high))

@@ -6,10 +6,10 @@ import math
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from middleware.errors import ConfigError
+from middleware.errors import ConfigError, RequestTooLarge
 from middleware.limits import LimitConfig, Limiter, LimiterKey
 from middleware.limits.window import WindowEstimator, resolution_of, window_bounds
 from middleware.simulator.ratelimit import RateLimiter
@@ -58,7 +58,9 @@ def test_bounds_of_one_observation() -> None:
     assert low == pytest.approx(1000 * 0.9 / 500.5) and high == pytest.approx(1000 * 1.1 / 499)
     assert window_bounds(10, 10, 0.0) is None  # full bucket: nothing to learn
     assert window_bounds(10, 5, 0.0) is None  # reset 0 is ignored
-    assert window_bounds(10_000, 9_990, 0.002) is None  # too coarse at millisecond resolution
+    # a short reset is wide at millisecond resolution, but it holds the truth (W = 10,000 * 2 ms / 10 = 2 s)
+    low, high = window_bounds(10_000, 9_990, 0.002) or (0, 0)
+    assert low == pytest.approx(10_000 * 0.001 / 10.5) and high == pytest.approx(10_000 * 0.003 / 9)
     assert window_bounds(None, 5, 1.0) is None
     assert window_bounds(10, 5, math.nan) is None
 
@@ -153,6 +155,8 @@ calls_strategy = st.lists(
 @given(
     st.sampled_from([0.5, 2.0, 7.0, 60.0]), st.integers(1, 60), st.integers(50, 20_000), calls_strategy,
 )
+# resets under 50 ms were ignored: the window stayed at the 60 s default and the full-bucket call timed out
+@example(window=0.5, rpm=11, tpm=50, calls=[(0.0, 1), (0.2, 4), (0.0, 50)])
 def test_learned_limits_never_overrun_an_openai_like_upstream(
     window: float, rpm: int, tpm: int, calls: list[tuple[float, int]],
 ) -> None:
@@ -165,3 +169,83 @@ def test_learned_limits_never_overrun_an_openai_like_upstream(
     assert set(outcomes) <= {"ok"}, outcomes
     learned: Any = lim.learned_window(KEY)
     assert learned is None or learned >= window * (1 - 1e-6)  # never the faster, unsafe side
+
+
+def test_short_resets_teach_a_short_window() -> None:
+    """Regression (hypothesis): an upstream refilling over 0.5 s answers small calls with resets under 50 ms.
+
+    They used to be ignored, so the window stayed at the 60 s default and a call needing the whole tokens
+    bucket (50 of 50) was refused for needing 7.8 s, more than its 5 s budget, where the upstream admits it
+    40 ms later (``reset-tokens: 40ms``).
+    """
+    clock = Clock()
+    lim = Limiter(LimitConfig(max_wait_seconds=5.0), clock=clock, sleep=clock.sleep)
+    upstream = RateLimiter(rpm=11, tpm=50, window_s=0.5, clock=clock)
+    assert drive(lim, upstream, clock, [(0.0, 1), (0.2, 4)]) == ["ok", "ok"]
+    learned = lim.learned_window(KEY)
+    assert learned is not None and 0.5 <= learned <= 0.55  # from "46ms" for 1 request of 11: the slow end
+    res = lim.reserve(KEY, 50)
+    assert 0.04 <= res.wait_seconds <= 0.1  # not before the upstream has room, and not much later
+    assert upstream.admit("k", 50).allowed
+
+
+def test_a_call_above_the_learned_limit_is_refused_at_once() -> None:
+    """A call that can never fit the limit learned from headers raises ``RequestTooLarge`` without waiting
+    and without charging anything, whether the window is learned or not."""
+    for reset, learns in (("0s", False), ("41ms", True)):
+        clock = Clock()
+        lim = Limiter(LimitConfig(max_wait_seconds=5.0), clock=clock, sleep=clock.sleep)
+        lim.learn(KEY, {"x-ratelimit-limit-tokens": "50", "x-ratelimit-remaining-tokens": "46",
+                        "x-ratelimit-reset-tokens": reset})
+        before, start = lim.snapshot(KEY), clock.now
+        with pytest.raises(RequestTooLarge) as err:
+            lim.reserve(KEY, 51)
+        assert (err.value.tokens, err.value.limit) == (51, 50)
+        assert clock.now == start and lim.snapshot(KEY) == before
+        assert (lim.learned_window(KEY) is not None) == learns
+
+
+def _estimate_from_scratch(seen: list[tuple[float, float, float, float]], resolution: float) -> float | None:
+    """The estimator's rule computed afresh from every observation (what its cached intervals must give)."""
+    low, high = 0.0, math.inf
+    for limit, remaining, reset, least in reversed(seen[-16:]):
+        bounds = window_bounds(limit, remaining, reset, resolution, least)
+        assert bounds is not None
+        a, b = bounds
+        if a > high or b < low:
+            break
+        low, high = max(low, a), min(high, b)
+    return min(86400.0, max(0.05, high)) if math.isfinite(high) else None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 5000), st.floats(0.0, 1.0), st.sampled_from([0.001, 0.01, 0.1, 1.0]),
+                          st.integers(1, 3000), st.sampled_from([0.0, 1.0])), min_size=1, max_size=40))
+def test_cached_intervals_give_the_estimate_computed_afresh(obs: list[tuple[int, float, float, int, float]]) -> None:
+    """The estimator keeps each observation's interval (recomputed when the resolution gets finer) and its
+    estimate until the next observation: always what the rule gives from scratch."""
+    est = WindowEstimator()
+    seen: list[tuple[float, float, float, float]] = []
+    for limit, used, step, steps, least in obs:
+        remaining, reset = float(math.floor(limit * (1 - used))), steps * step
+        if est.observe(limit, remaining, reset, least):
+            seen.append((limit, remaining, reset, least))
+        assert est.estimate() == (_estimate_from_scratch(seen, est.resolution) if seen else None)
+
+
+def test_shape_cache_follows_scale_and_learning() -> None:
+    """The memory backend's cached capacities change with ``set_scale`` and with learned limits."""
+    from middleware.limits.memory import MemoryBackend
+    from middleware.limits.types import LearnedLimits
+
+    clock = Clock()
+    mem = MemoryBackend(LimitConfig(requests_per_window=100, tokens_per_window=1000, initial_margin=0.0),
+                        clock=clock)
+    assert mem.snapshot(KEY)["tokens"].limit == 1000
+    mem.set_scale(0.5)
+    assert mem.snapshot(KEY)["tokens"].limit == 500
+    mem.learn(KEY, LearnedLimits({"tokens": 600.0}, {}))
+    assert mem.snapshot(KEY)["tokens"].limit == 300
+    mem.set_scale(1.0)
+    assert mem.snapshot(KEY)["tokens"].limit == 600
+    assert mem.reserve(KEY, 601, 0.0).status == "too_large"
