@@ -1,8 +1,9 @@
 """An OpenAI-compatible simulator on raw asyncio streams: deterministic output, OpenAI-like rate
 limits and headers, a latency model and fault injection (see :mod:`.faults` for the grammar).
 
-Request headers it understands: ``x-sim-output-tokens`` (output length), ``x-sim-fault`` and
-``x-sim-fault-once`` (fault injection), ``x-sim-tool-call`` (force a tool call), ``x-sim-tag``
+Request headers it understands: ``x-sim-output-tokens`` (output length), ``x-sim-fault``,
+``x-sim-fault-once``, ``x-sim-fault-then``, ``x-sim-fault-key`` and ``x-sim-fault-times`` (fault injection, once
+or counted), ``x-sim-tool-call`` (force a tool call), ``x-sim-tag``
 (record arrival times, ``GET /stats/requests?tag=``).
 """
 

@@ -13,7 +13,7 @@ from . import chat, embeddings, responses
 from .call import Call, Services
 from .config import SimulatorConfig
 from .exchange import Exchange
-from .faults import FaultState, FaultSyntaxError, parse_fault
+from .faults import FaultState, FaultSyntaxError, parse_fault, parse_fault_times
 from .gate import Gate
 from .httpserver import Connection, Request
 from .latency import Latency
@@ -32,6 +32,7 @@ class SimulatorApp:
         self.faults = FaultState(seed=config.seed, quota_exhausted=config.quota_exhausted)
         self.faults.update({"outages": config.outages, "outage_fault": config.outage_fault})
         self.faults.set_rates(config.fault_rates)
+        self.faults.set_counted(config.fault_times)
         self.limiter = RateLimiter.for_config(config)
         latency = Latency(config.ttft_s, config.tokens_per_s, config.jitter, config.time_scale, config.seed)
         self.svc = Services(config, latency, self.stats)
@@ -116,4 +117,9 @@ class SimulatorApp:
             raise ValueError("expected a JSON object")
         for spec in (payload.get("fault_rates") or {}):
             parse_fault(str(spec))
+        if "fault_times" in payload:
+            try:
+                parse_fault_times(payload["fault_times"])
+            except FaultSyntaxError as exc:
+                raise FaultSyntaxError(f"fault_times: {exc}") from None
         self.faults.update(payload)

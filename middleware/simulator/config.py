@@ -70,6 +70,8 @@ class SimulatorConfig:
     time_scale: float = 1.0
     # Faults: ``{spec: probability}`` (see :mod:`.faults`) and outages in seconds since server start.
     fault_rates: dict[str, float] = field(default_factory=dict)
+    # Counted faults, deterministic: ``((spec, N), ...)``, the first N generation requests get spec, then the next.
+    fault_times: tuple[tuple[str, int], ...] = ()
     outages: tuple[tuple[float, float], ...] = ()
     outage_fault: str = "status=503"
     max_stored_responses: int = 1000
@@ -95,6 +97,7 @@ class SimulatorConfig:
             raw["models"] = tuple(raw.get("models", DEFAULT_MODELS))
             raw["outages"] = tuple((float(a), float(b)) for a, b in raw.get("outages", ()))
             raw["fault_rates"] = dict(raw.get("fault_rates", {}))
+            raw["fault_times"] = tuple((str(spec), times) for spec, times in raw.get("fault_times", ()))
         except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
             raise ConfigError(f"--config-json is not a valid simulator configuration: {exc}") from None
         return cls(**raw)
@@ -113,8 +116,9 @@ class SimulatorConfig:
             if not spec:
                 raise ConfigError(f"--fault expects SPEC@PROBABILITY, got {item!r}")
             rates[spec] = _probability(f"--fault {spec}", prob)
+        counted = tuple(_parse_fault_times(item) for item in ns.fault_times)
         try:
-            return cls._from_namespace(ns, rates)
+            return cls._from_namespace(ns, rates, counted)
         except ConfigError as exc:  # name the option the user typed, not the field
             flag = _FLAGS.get((exc.setting or "").removeprefix("SimulatorConfig."))
             if flag is None or exc.setting is None:
@@ -123,7 +127,8 @@ class SimulatorConfig:
                               allowed=exc.allowed) from None
 
     @classmethod
-    def _from_namespace(cls, ns: argparse.Namespace, rates: dict[str, float]) -> SimulatorConfig:
+    def _from_namespace(cls, ns: argparse.Namespace, rates: dict[str, float],
+                        counted: tuple[tuple[str, int], ...]) -> SimulatorConfig:
         return cls(
             host=ns.host,
             port=ns.port,
@@ -150,6 +155,7 @@ class SimulatorConfig:
             jitter=ns.jitter,
             time_scale=ns.time_scale,
             fault_rates=rates,
+            fault_times=counted,
             outages=tuple(_parse_outage(o) for o in ns.outage),
             access_log=ns.access_log,
         )
@@ -172,6 +178,26 @@ def _parse_outage(text: str) -> tuple[float, float]:
         raise ConfigError(f"--outage={text!r} is not allowed ({exc}): expected T0,T1 in seconds since start, "
                           "0 <= T0 < T1") from None
     return bounds
+
+
+def _parse_fault_times(item: str) -> tuple[str, int]:
+    """``--fault-times SPEC@N``: the spec and the count, each checked (ConfigError naming the option)."""
+    from .faults import TIMES, FaultSyntaxError, parse_fault
+
+    spec, _, count = item.rpartition("@")
+    if not spec.strip():
+        raise ConfigError(f"--fault-times={item!r} is not allowed: expected SPEC@N, e.g. status=503@2",
+                          setting="--fault-times", value=item, allowed="SPEC@N")
+    try:
+        parse_fault(spec)
+    except FaultSyntaxError as exc:
+        raise ConfigError(f"--fault-times={item!r} is not allowed ({exc}): see the fault grammar in "
+                          "docs/simulator.md", setting="--fault-times", value=item, allowed="SPEC@N") from None
+    try:
+        times: int = TIMES.parse(count.strip())
+    except ValueError as exc:
+        raise config_error(f"--fault-times {spec}", TIMES, count, str(exc)) from None
+    return spec, times
 
 
 _PROBABILITY = Number(0, 1)
@@ -234,7 +260,7 @@ def _validate(config: SimulatorConfig) -> None:
             isinstance(m, str) and m.strip() for m in config.models):
         raise ConfigError(f"SimulatorConfig.models={config.models!r} is not allowed: "
                           "expected a non-empty tuple of model names")
-    from .faults import FaultSyntaxError, parse_fault
+    from .faults import FaultSyntaxError, parse_fault, parse_fault_times
 
     if not isinstance(config.fault_rates, dict):
         raise ConfigError("SimulatorConfig.fault_rates is not allowed: expected a {spec: probability} mapping")
@@ -247,6 +273,14 @@ def _validate(config: SimulatorConfig) -> None:
         check_value(f"probability of fault {spec!r}", _PROBABILITY, prob)
     if sum(config.fault_rates.values()) > 1.0 + 1e-9:
         raise ConfigError(f"fault probabilities add up to {sum(config.fault_rates.values()):g}: expected at most 1")
+    if not isinstance(config.fault_times, tuple):
+        raise ConfigError(f"SimulatorConfig.fault_times={config.fault_times!r} is not allowed: expected a tuple "
+                          "of (spec, N) pairs")
+    try:
+        parse_fault_times(config.fault_times)
+    except FaultSyntaxError as exc:
+        raise ConfigError(f"SimulatorConfig.fault_times: {exc}; see the fault grammar in docs/simulator.md",
+                          setting="SimulatorConfig.fault_times") from None
     for outage in config.outages:
         ok = (isinstance(outage, tuple) and len(outage) == 2
               and all(isinstance(x, int | float) and not isinstance(x, bool) for x in outage)
@@ -297,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fault-rate", type=float, default=0.0, help="probability of injecting --fault-kind")
     p.add_argument("--fault-kind", default="status=500", help="fault spec used by --fault-rate")
     p.add_argument("--fault", action="append", default=[], metavar="SPEC@P", help="extra fault with probability")
+    p.add_argument("--fault-times", action="append", default=[], metavar="SPEC@N",
+                   help="counted fault: the next N requests get SPEC (repeatable: in order), e.g. status=503@2")
     p.add_argument("--outage", action="append", default=[], metavar="T0,T1", help="503 between T0 and T1 seconds")
     p.add_argument("--access-log", action="store_true", help="log every request to stderr")
     p.add_argument("--config-json", default="", help=argparse.SUPPRESS)

@@ -45,6 +45,11 @@ class SimulatorControl:
         result = self._call("GET", "/stats/requests?" + urllib.parse.urlencode({"tag": tag}))
         return [float(t) for t in result["times"]]
 
+    def faults(self) -> dict[str, Any]:
+        """``GET /admin/faults``: outages, fault rates and the counted faults still to be served."""
+        result: dict[str, Any] = self._call("GET", "/admin/faults")
+        return result
+
     def set_faults(
         self,
         *,
@@ -53,9 +58,14 @@ class SimulatorControl:
         outages: list[tuple[float, float]] | None = None,
         outage_fault: str | None = None,
         fault_rates: dict[str, float] | None = None,
+        fault_times: list[tuple[str, int]] | None = None,
         quota_exhausted: bool | None = None,
     ) -> dict[str, Any]:
-        """Change server-side faults at runtime (``POST /admin/faults``); returns the new state."""
+        """Change server-side faults at runtime (``POST /admin/faults``); returns the new state.
+
+        ``fault_times=[("status=503", 2)]`` replaces the queue of counted faults: the next 2 generation requests
+        (without an ``x-sim-fault`` of their own) get a 503, whenever they come; ``[]`` empties it.
+        """
         payload = {
             k: v
             for k, v in {
@@ -64,6 +74,7 @@ class SimulatorControl:
                 "outages": outages,
                 "outage_fault": outage_fault,
                 "fault_rates": fault_rates,
+                "fault_times": None if fault_times is None else [list(item) for item in fault_times],
                 "quota_exhausted": quota_exhausted,
             }.items()
             if v is not None

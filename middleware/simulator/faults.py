@@ -25,6 +25,13 @@ Grammar: ``;``-separated items, each ``key`` or ``key=value``; keys combine free
 ``x-sim-fault-once: KEY`` applies the request's ``x-sim-fault`` only the first time KEY is seen;
 ``x-sim-fault-then: SPEC`` (with it) is the fault of every later request carrying KEY, e.g. a
 stream cut once whose resumed requests then fail.
+
+Counted faults, for tests that must not depend on the clock: ``x-sim-fault-key: KEY`` with
+``x-sim-fault-times: N`` applies the request's ``x-sim-fault`` to the first N requests carrying KEY (so a call
+retried by the client fails exactly N attempts, then succeeds); ``x-sim-fault-once: KEY`` is the same with N = 1.
+Server-side, ``fault_times`` (``--fault-times SPEC@N``, or ``POST /admin/faults`` at runtime) is a queue of
+``(SPEC, N)``: the next N generation requests without a fault header of their own get SPEC, then the next
+entry's, and so on; it goes before outages and random rates.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..config import Number
 
 
 class FaultSyntaxError(ValueError):
@@ -143,6 +152,48 @@ def _apply(values: dict[str, Any], key: str, value: str | None) -> None:
         raise ValueError(f"unknown key {key!r}")
 
 
+MAX_FAULT_TIMES = 1_000_000
+"""Upper bound of a fault's count (``x-sim-fault-times``, ``fault_times``)."""
+
+
+TIMES = Number(1, MAX_FAULT_TIMES, integer=True)
+"""A fault count: ``x-sim-fault-times``, the N of ``fault_times`` / ``--fault-times SPEC@N``."""
+
+
+def parse_times(text: str) -> int:
+    """The ``x-sim-fault-times`` header: plain decimal text checked against :data:`TIMES`; FaultSyntaxError."""
+    try:
+        count: int = TIMES.parse(text.strip())
+    except ValueError as exc:
+        raise FaultSyntaxError(f"x-sim-fault-times={text!r} is not allowed ({exc}): expected {TIMES.allowed}"
+                               ) from None
+    return count
+
+
+def parse_fault_times(items: object) -> list[tuple[str, int]]:
+    """A ``fault_times`` queue, ``[[SPEC, N], ...]`` (or tuples): every spec parsed and every count checked;
+    raises FaultSyntaxError naming the bad entry (its message reads after ``fault_times: ``)."""
+    if isinstance(items, str | bytes) or not isinstance(items, list | tuple):
+        raise FaultSyntaxError(f"{items!r} is not allowed: expected a list of [SPEC, N] pairs")
+    queue: list[tuple[str, int]] = []
+    for item in items:
+        if isinstance(item, str | bytes) or not isinstance(item, list | tuple) or len(item) != 2 or not isinstance(
+                item[0], str):
+            raise FaultSyntaxError(f"entry {item!r} is not allowed: expected [SPEC, N]")
+        spec, times = item
+        try:
+            parse_fault(spec)
+        except FaultSyntaxError as exc:
+            raise FaultSyntaxError(f"fault {spec!r} is not allowed ({exc})") from None
+        try:
+            count: int = TIMES.check(times)
+        except (ValueError, TypeError) as exc:
+            raise FaultSyntaxError(f"count of fault {spec!r}={times!r} is not allowed ({exc}): expected "
+                                   f"{TIMES.allowed}") from None
+        queue.append((spec, count))
+    return queue
+
+
 def _required(value: str | None) -> str:
     if value is None or value == "":
         raise ValueError("a value is required")
@@ -169,7 +220,7 @@ def malformed_position(fault: Fault, total_chunks: int) -> int | None:
 
 @dataclass
 class FaultState:
-    """Faults chosen by the server itself: random rates, outages, exhausted quota (thread-safe)."""
+    """Faults chosen by the server itself: counted faults, outages, random rates, exhausted quota (thread-safe)."""
 
     seed: int = 0
     fault_rates: dict[str, Fault] = field(default_factory=dict)
@@ -182,7 +233,8 @@ class FaultState:
         self._rng = random.Random(self.seed)
         self._lock = threading.Lock()
         self._raw_rates: dict[str, float] = {}
-        self._seen_once: set[str] = set()
+        self._seen: dict[str, int] = {}  # x-sim-fault-key / x-sim-fault-once: requests seen per key
+        self._counted: list[tuple[str, Fault, int]] = []  # fault_times: (spec, fault, remaining), in order
 
     def set_rates(self, rates: Mapping[str, float]) -> None:
         """Replace the random fault rates (``{spec: probability}``)."""
@@ -191,17 +243,34 @@ class FaultState:
             self._raw_rates = dict(rates)
             self.fault_rates = parsed
 
+    def set_counted(self, items: object) -> None:
+        """Replace the queue of counted faults (``[[spec, N], ...]``, see :func:`parse_fault_times`)."""
+        queue = [(spec, parse_fault(spec), times) for spec, times in parse_fault_times(items)]
+        with self._lock:
+            self._counted = queue
+
+    def within(self, key: str, times: int) -> bool:
+        """Count one more request carrying ``key``; True while at most ``times`` have been seen
+        (``x-sim-fault-key`` with ``x-sim-fault-times``; ``x-sim-fault-once`` is ``times=1``)."""
+        with self._lock:
+            seen = self._seen[key] = self._seen.get(key, 0) + 1
+            return seen <= times
+
     def first_time(self, key: str) -> bool:
         """True the first time ``key`` is seen (``x-sim-fault-once``)."""
-        with self._lock:
-            if key in self._seen_once:
-                return False
-            self._seen_once.add(key)
-            return True
+        return self.within(key, 1)
 
     def pick(self, now: float) -> Fault | None:
-        """The server-chosen fault for a request arriving at ``now`` (monotonic), if any."""
+        """The server-chosen fault for a request arriving at ``now`` (monotonic), if any: the next counted
+        fault, else an outage's, else one drawn from the random rates."""
         with self._lock:
+            if self._counted:
+                spec, fault, remaining = self._counted[0]
+                if remaining > 1:
+                    self._counted[0] = (spec, fault, remaining - 1)
+                else:
+                    del self._counted[0]
+                return fault
             elapsed = now - self.started_at
             if any(start <= elapsed < end for start, end in self.outages):
                 return self.outage_fault
@@ -217,6 +286,8 @@ class FaultState:
         now = time.monotonic() - self.started_at
         if "fault_rates" in payload:
             self.set_rates({str(k): float(v) for k, v in dict(payload["fault_rates"]).items()})
+        if "fault_times" in payload:
+            self.set_counted(payload["fault_times"])
         with self._lock:
             if "outage_fault" in payload:
                 self.outage_fault = parse_fault(str(payload["outage_fault"]))
@@ -231,13 +302,14 @@ class FaultState:
             if "quota_exhausted" in payload:
                 self.quota_exhausted = bool(payload["quota_exhausted"])
             if payload.get("reset_once"):
-                self._seen_once.clear()
+                self._seen.clear()
 
     def describe(self) -> dict[str, Any]:
         """Current state as JSON-friendly data (``GET /admin/faults``)."""
         with self._lock:
             return {
                 "fault_rates": dict(self._raw_rates),
+                "fault_times": [[spec, remaining] for spec, _, remaining in self._counted],
                 "outages": [[a, None if b == float("inf") else b] for a, b in self.outages],
                 "quota_exhausted": self.quota_exhausted,
                 "uptime_s": time.monotonic() - self.started_at,

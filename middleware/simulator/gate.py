@@ -11,7 +11,7 @@ from .call import Call, Services, Settle
 from .counting import count_prompt_tokens, rate_limit_charge
 from .durations import format_go_duration
 from .exchange import Exchange, default_error, retry_after_headers
-from .faults import Fault, FaultState, FaultSyntaxError, garble_ratelimit_headers, parse_fault
+from .faults import Fault, FaultState, FaultSyntaxError, garble_ratelimit_headers, parse_fault, parse_times
 from .ratelimit import Decision, RateLimiter
 
 ORGANIZATION = "org-simulator"
@@ -54,6 +54,23 @@ def too_large_message(model: str, limit: int, requested: int) -> str:
     )
 
 
+def _fault_key(headers: Mapping[str, str], has_fault: bool) -> tuple[str | None, int]:
+    """The key and count of a counted header fault: ``x-sim-fault-key`` + ``x-sim-fault-times`` (count 1 when
+    absent), or ``x-sim-fault-once`` (count 1); FaultSyntaxError for a bad or incomplete combination."""
+    key, once, raw_times = (headers.get(h) for h in ("x-sim-fault-key", "x-sim-fault-once", "x-sim-fault-times"))
+    if key is not None and once is not None:
+        raise FaultSyntaxError("x-sim-fault-key and x-sim-fault-once are exclusive: send one of them")
+    if once is not None and raw_times is not None:
+        raise FaultSyntaxError("x-sim-fault-times goes with x-sim-fault-key, not x-sim-fault-once (which is once)")
+    if key is not None or raw_times is not None:
+        if not has_fault:
+            raise FaultSyntaxError("x-sim-fault-key and x-sim-fault-times need x-sim-fault (the fault to count)")
+        if key is None or not key.strip():
+            raise FaultSyntaxError("x-sim-fault-times needs a non-empty x-sim-fault-key (which requests to count)")
+    times = parse_times(raw_times) if raw_times is not None else 1
+    return (key if key is not None else once), times
+
+
 class Gate:
     """Decides, for each generation request, whether it is faulted, refused or admitted."""
 
@@ -71,13 +88,15 @@ class Gate:
     def _pick_fault(self, ex: Exchange, now: float) -> Fault | None:
         headers = ex.request.headers
         spec = headers.get("x-sim-fault")
+        key, times = _fault_key(headers, spec is not None)
         if spec is not None:
-            once = headers.get("x-sim-fault-once")
-            if once is None or self.faults.first_time(once):
-                return parse_fault(spec)
+            fault = parse_fault(spec)  # a malformed spec is a 400 on every request, counted or not
             then = headers.get("x-sim-fault-then")
-            if then is not None:
-                return parse_fault(then)
+            then_fault = parse_fault(then) if then is not None else None
+            if key is None or self.faults.within(key, times):
+                return fault
+            if then_fault is not None:
+                return then_fault
         return self.faults.pick(now)
 
     async def run(self, ex: Exchange, operation: str, validate: Validator, handler: Handler) -> None:

@@ -130,6 +130,9 @@ BAD_OPTIONS: list[dict[str, Any]] = [
     {"fault_rates": {"status=500": 0.7, "status=503": 0.7}}, {"outages": ((5.0, 1.0),)},
     {"outages": ((math.nan, 1.0),)}, {"outage_fault": "nonsense"}, {"charge_mode": "weird"}, {"models": ()},
     {"host": ""}, {"max_stored_responses": 0}, {"rpm": 2.5},
+    {"fault_times": (("bogus", 1),)}, {"fault_times": (("status=500", 0),)}, {"fault_times": (("status=500", 2.0),)},
+    {"fault_times": (("status=500", 10**7),)}, {"fault_times": (("status=500",),)},
+    {"fault_times": [("status=500", 1)]},
 ]
 
 
@@ -140,7 +143,8 @@ def test_bad_simulator_options_are_config_errors(options: dict[str, Any]) -> Non
     assert "allowed" in str(info.value) or "expected" in str(info.value)
 
 
-@pytest.mark.parametrize("text", ["{bad", "[]", '{"rpm": -5}', '{"no_such_option": 1}', '{"outages": [[1]]}'])
+@pytest.mark.parametrize("text", ["{bad", "[]", '{"rpm": -5}', '{"no_such_option": 1}', '{"outages": [[1]]}',
+                                  '{"fault_times": [["status=500"]]}', '{"fault_times": [["status=500", -1]]}'])
 def test_bad_config_json_is_a_config_error(text: str) -> None:
     with pytest.raises(ConfigError):
         SimulatorConfig.from_json(text)

@@ -148,15 +148,93 @@ def test_fault_once_then(simulator: Simulator) -> None:
     assert [post(simulator, CHAT, **headers).status_code for _ in range(3)] == [500, 400, 400]
 
 
+def test_fault_times_header_counts_per_key(simulator: Simulator) -> None:
+    """``x-sim-fault-key`` + ``x-sim-fault-times``: the fault for the first N requests with the key, then none
+    (or ``x-sim-fault-then``); keys count apart; no clock involved."""
+    counted = {"x-sim-fault": "status=503", "x-sim-fault-key": "t1", "x-sim-fault-times": "2"}
+    assert [post(simulator, CHAT, **counted).status_code for _ in range(4)] == [503, 503, 200, 200]
+    other = {**counted, "x-sim-fault-key": "t2", "x-sim-fault-then": "status=400"}
+    assert [post(simulator, CHAT, **other).status_code for _ in range(4)] == [503, 503, 400, 400]
+    once_by_key = {"x-sim-fault": "status=500", "x-sim-fault-key": "t3"}  # no count: once
+    assert [post(simulator, CHAT, **once_by_key).status_code for _ in range(2)] == [500, 200]
+    assert simulator.stats()["total"]["faults"] == {"status_503": 4, "status_400": 2, "status_500": 1}
+
+
+@pytest.mark.parametrize(("headers", "needle"), [
+    ({"x-sim-fault": "status=503", "x-sim-fault-key": "k", "x-sim-fault-times": "0"}, "x-sim-fault-times='0'"),
+    ({"x-sim-fault": "status=503", "x-sim-fault-key": "k", "x-sim-fault-times": "two"}, "x-sim-fault-times='two'"),
+    ({"x-sim-fault": "status=503", "x-sim-fault-key": "k", "x-sim-fault-times": "9999999"}, "<= 1000000"),
+    ({"x-sim-fault": "status=503", "x-sim-fault-times": "2"}, "needs a non-empty x-sim-fault-key"),
+    ({"x-sim-fault-key": "k", "x-sim-fault-times": "2"}, "need x-sim-fault"),
+    ({"x-sim-fault": "status=503", "x-sim-fault-once": "k", "x-sim-fault-times": "2"}, "not x-sim-fault-once"),
+    ({"x-sim-fault": "status=503", "x-sim-fault-once": "k", "x-sim-fault-key": "k"}, "exclusive"),
+    ({"x-sim-fault": "status=503", "x-sim-fault-key": "k", "x-sim-fault-then": "nope"}, "nope"),
+])
+def test_bad_fault_times_headers_are_400s_naming_the_header(
+    simulator: Simulator, headers: dict[str, str], needle: str
+) -> None:
+    for _ in range(2):  # refused every time, and nothing counted: the key is not used up by bad requests
+        resp = post(simulator, CHAT, **headers)
+        assert resp.status_code == 400 and needle in resp.json()["error"]["message"], resp.text
+    assert simulator.stats()["total"]["faults_total"] == 0
+
+
+def test_fault_times_queue_at_runtime(simulator: Simulator) -> None:
+    """``fault_times``: the next N requests (without a fault header) get SPEC, then the next entry's, in order;
+    before outages and rates; a header fault neither uses nor skips an entry."""
+    state = simulator.set_faults(fault_times=[("status=502", 2), ("status=429;type=requests;retry_after=1", 1)])
+    assert state["fault_times"] == [["status=502", 2], ["status=429;type=requests;retry_after=1", 1]]
+    assert post(simulator, CHAT).status_code == 502
+    assert post(simulator, CHAT, **{"x-sim-fault": "status=418"}).status_code == 418
+    assert simulator.faults()["fault_times"] == [["status=502", 1], ["status=429;type=requests;retry_after=1", 1]]
+    assert [post(simulator, CHAT).status_code for _ in range(3)] == [502, 429, 200]
+    assert simulator.faults()["fault_times"] == []
+    simulator.set_faults(outage=True, fault_times=[("status=500", 1)])  # counted first, then the outage
+    assert [post(simulator, CHAT).status_code for _ in range(2)] == [500, 503]
+    simulator.set_faults(outage=False, fault_times=[("status=500", 3)])
+    simulator.set_faults(fault_times=[])  # emptied
+    assert post(simulator, CHAT).status_code == 200
+
+
+@pytest.mark.parametrize(("fault_times", "needle"), [
+    ([["bogus", 1]], "bogus"), ([["status=500", 0]], "'status=500'=0"), ([["status=500", 1.5]], "1.5"),
+    ([["status=500", True]], "True"), ([["status=500"]], "expected [SPEC, N]"), ("status=500", "list of [SPEC, N]"),
+    ([["status=500", "2"]], "'2'"),
+])
+def test_bad_fault_times_at_runtime_are_400s_and_change_nothing(
+    simulator: Simulator, fault_times: Any, needle: str
+) -> None:
+    simulator.set_faults(fault_times=[("status=502", 1)])
+    with httpx2.Client(timeout=10) as http:
+        resp = http.post(simulator.root_url + "/admin/faults", json={"fault_times": fault_times,
+                                                                      "fault_rates": {"status=500": 1.0}})
+    assert resp.status_code == 400 and "fault_times" in resp.text and needle in resp.text, resp.text
+    assert simulator.faults()["fault_times"] == [["status=502", 1]] and simulator.faults()["fault_rates"] == {}
+
+
+def test_fault_times_from_config(make_simulator: Callable[..., Simulator]) -> None:
+    sim = make_simulator(fault_times=(("status=503", 2), ("reset", 1)))
+    codes: list[int | str] = []
+    for _ in range(4):
+        try:
+            codes.append(post(sim, CHAT).status_code)
+        except httpx2.HTTPError as exc:
+            codes.append(type(exc).__name__)
+    assert codes == [503, 503, "RemoteProtocolError", 200]
+
+
 def test_runtime_outage_and_rates(simulator: Simulator) -> None:
     simulator.set_faults(outage=True)
     assert post(simulator, CHAT).status_code == 503
     simulator.set_faults(outage=False)
     assert post(simulator, CHAT).status_code == 200
-    simulator.set_faults(outage_for_s=0.3, outage_fault="status=502")
+    # A timed outage: the window is long next to one request (so the first answer is surely inside it) and
+    # its end is waited for (polled), not slept through.
+    set_at = time.monotonic()
+    simulator.set_faults(outage_for_s=2.0, outage_fault="status=502")
     assert post(simulator, CHAT).status_code == 502
-    time.sleep(0.35)
-    assert post(simulator, CHAT).status_code == 200
+    wait_for_200(simulator)
+    assert time.monotonic() - set_at >= 2.0  # not over before its time
     simulator.set_faults(fault_rates={"status=500": 0.5})
     with httpx2.Client() as http:
         codes = [http.post(simulator.base_url + "/chat/completions", json=CHAT).status_code for _ in range(40)]
@@ -166,10 +244,19 @@ def test_runtime_outage_and_rates(simulator: Simulator) -> None:
 
 
 def test_scheduled_outage_from_config(make_simulator: Callable[..., Simulator]) -> None:
-    sim = make_simulator(outages=((0.0, 0.3),))
+    started = time.monotonic()
+    sim = make_simulator(outages=((0.0, 2.0),))
     assert post(sim, CHAT).status_code == 503
-    time.sleep(0.35)
-    assert post(sim, CHAT).status_code == 200
+    wait_for_200(sim)
+    assert time.monotonic() - started >= 2.0
+
+
+def wait_for_200(sim: Simulator, timeout: float = 30.0) -> None:
+    """Poll until a request succeeds (an outage has ended); the timeout only catches one that never ends."""
+    deadline = time.monotonic() + timeout
+    while post(sim, CHAT).status_code != 200:
+        assert time.monotonic() < deadline, "the outage did not end"
+        time.sleep(0.05)
 
 
 def test_tagged_arrival_times_and_stats(simulator: Simulator) -> None:
@@ -204,6 +291,9 @@ def test_cli_arguments_build_the_config() -> None:
     assert config.rpm == 10 and config.tpm is None and config.host == "127.0.0.1"
     assert config.fault_rates == {"status=503;should_retry=false": 0.25} and config.outages == ((1.0, 2.5),)
     assert SimulatorConfig.from_json(config.to_json()) == config
+    counted = SimulatorConfig.from_args(["--fault-times", "status=503@2", "--fault-times", "cut_after=3@1"])
+    assert counted.fault_times == (("status=503", 2), ("cut_after=3", 1))
+    assert SimulatorConfig.from_json(counted.to_json()) == counted
 
 
 @pytest.mark.parametrize("limited", [True, False])
