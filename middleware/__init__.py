@@ -25,6 +25,7 @@ from .errors import (
     FileOperationError,
     MiddlewareError,
     PartialResult,
+    RedisUnavailable,
     RequestTooLarge,
     RetryAfterTooLong,
     StreamInterrupted,
@@ -33,6 +34,7 @@ from .errors import (
 )
 from .install import install, installed, uninstall
 from .limits import LimitConfig
+from .redisconn import RedisConfig
 from .retry import RateLimitWaitExceeded, RetryConfig
 from .telemetry.setup import TelemetryHandle, setup_telemetry
 
@@ -49,6 +51,8 @@ __all__ = [
     "MiddlewareError",
     "PartialResult",
     "RateLimitWaitExceeded",
+    "RedisConfig",
+    "RedisUnavailable",
     "RequestTooLarge",
     "RetryAfterTooLong",
     "RetryConfig",

@@ -24,7 +24,9 @@ from urllib.parse import urlsplit
 from .cost import CostConfig
 from .errors import ConfigError
 from .limits import LimitConfig
+from .redisconn import FALLBACKS, RedisConfig
 from .retry import RetryConfig
+from .telemetry import names as n
 
 _log = logging.getLogger(__name__)
 
@@ -539,6 +541,34 @@ _STREAM_SPECS: dict[str, Spec] = {
 }
 
 
+_REDIS_SPECS: dict[str, Spec] = {
+    "url": NoneOr(RedisUrl()),
+    "connect_timeout_seconds": Number(0, 60, exclusive_min=True, unit="seconds"),
+    "timeout_seconds": Number(0, 60, exclusive_min=True, unit="seconds"),
+    "backoff_initial_seconds": Number(0, 3600, unit="seconds"),
+    "backoff_max_seconds": Number(0, 3600, unit="seconds"),
+    "fallback": Choice(FALLBACKS),
+}
+
+
+def check_redis_config(config: RedisConfig) -> None:
+    """Validate a :class:`~middleware.redisconn.RedisConfig` (its ``__post_init__`` calls this)."""
+    _check_fields(config, _REDIS_SPECS)
+    if config.backoff_max_seconds < config.backoff_initial_seconds:
+        raise ConfigError(
+            f"RedisConfig.backoff_max_seconds={_fmt(config.backoff_max_seconds)} is not allowed: expected a number "
+            f"of seconds >= backoff_initial_seconds ({_fmt(config.backoff_initial_seconds)})",
+            setting="RedisConfig.backoff_max_seconds", value=_fmt(config.backoff_max_seconds),
+            allowed=f">= backoff_initial_seconds ({_fmt(config.backoff_initial_seconds)})")
+
+
+REDIS_FEATURE_URLS: dict[str, str] = {
+    n.REDIS_FEATURE_LIMITER: "limits.redis_url", n.REDIS_FEATURE_RETRY: "retry.redis_url",
+    n.REDIS_FEATURE_BUDGET: "cost.redis_url", n.REDIS_FEATURE_CHECKPOINT: "streaming.checkpoint_redis_url",
+}
+"""The per-feature URL fields (``names.REDIS_FEATURES``): they override ``Config.redis.url`` for one feature."""
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything the protected client needs; every field has a safe default."""
@@ -556,6 +586,9 @@ class Config:
     model_label_cap: int = 50
     cost: CostConfig = field(default_factory=CostConfig)
     """Prices, attribution tags and budgets (``middleware.cost``)."""
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    """The Redis shared by the limiter, the retry state and the budgets, and the one policy (timeouts, back-off,
+    fallback) of every feature using Redis (``middleware.redisconn``)."""
 
     def __post_init__(self) -> None:
         _check_fields(self, _CONFIG_SPECS)
@@ -566,6 +599,23 @@ class Config:
                 if section in ("limits", "retry") and name:
                     owner = getattr(self, section)
                     check_value(f"{type(owner).__name__}.{name}", _field_spec(row), getattr(owner, name))
+        for target in REDIS_FEATURE_URLS.values():  # a feature's own Redis URL, as MIDDLEWARE_REDIS_URL's
+            section, _, name = target.partition(".")
+            owner = getattr(self, section)
+            check_value(f"{type(owner).__name__}.{name}", _REDIS_SPECS["url"], getattr(owner, name))
+
+    def redis_for(self, feature: str) -> RedisConfig | None:
+        """The Redis of ``feature`` (``limiter``, ``retry``, ``budget``, ``checkpoint``) under the shared policy,
+        or None when it keeps its state in this process.
+
+        The feature's own URL field wins (``limits.redis_url``, ``retry.redis_url``, ``cost.redis_url``,
+        ``streaming.checkpoint_redis_url``); else ``redis.url``, except for checkpoints, which hold prompts and
+        are written to Redis only when ``checkpoint_redis_url`` says so.
+        """
+        section, _, name = REDIS_FEATURE_URLS[feature].partition(".")
+        shared = self.redis.url if feature != n.REDIS_FEATURE_CHECKPOINT else None
+        url = getattr(getattr(self, section), name) or shared
+        return self.redis.with_url(url) if url else None
 
     def with_(self, **changes: Any) -> Config:
         """A copy with some fields changed."""
@@ -613,7 +663,9 @@ def _build(obj: Any, path: str, sections: Mapping[str, Mapping[str, Any]]) -> An
         return replace(obj, **changes)
     except ConfigError as exc:  # a rule across fields of a section: name the variables that set them
         targets = {f"{prefix}{name}" for name in sections.get(path, {})}
-        names = [row.name for row in ENV_VARS if targets & set(row.targets)]
+        rows = [row for row in ENV_VARS if targets & set(row.targets)]
+        named = [row for row in rows if any(t.rpartition(".")[2] in str(exc) for t in row.targets)]
+        names = [row.name for row in named or rows]
         raise ConfigError(f"{' / '.join(names) or path}: {exc}") from None
 
 
@@ -626,6 +678,7 @@ _CONFIG_SPECS: dict[str, Spec] = {
     "default_encoding": Text(),
     "capture_content": NoneOr(Flag()),
     "model_label_cap": Number(1, 100_000, integer=True),
+    "redis": InstanceOf(RedisConfig),
 }
 
 
@@ -684,8 +737,21 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("MIDDLEWARE_TPD", ("limits.tokens_per_day",), RATE, None, "tokens per day; unset: none"),
     EnvVar("MIDDLEWARE_MAX_WAIT_SECONDS", ("limits.max_wait_seconds",), SECONDS_OR_ZERO, 60.0,
            "longest wait for capacity before ThrottleTimeout; 0 fails fast"),
-    EnvVar("MIDDLEWARE_REDIS_URL", ("limits.redis_url", "retry.redis_url", "cost.redis_url"), RedisUrl(), None,
-           "Redis shared by the limiter, the retry budget and the breaker; unset: in-process state"),
+    EnvVar("MIDDLEWARE_REDIS_URL", ("redis.url",), RedisUrl(), None,
+           "Redis shared by the limiter, the retry budget and breaker, and the cost budgets (a feature's own URL "
+           "wins); unset: in-process state"),
+    EnvVar("MIDDLEWARE_REDIS_CONNECT_TIMEOUT", ("redis.connect_timeout_seconds",), _REDIS_SPECS[
+        "connect_timeout_seconds"], 0.25, "longest wait for a Redis connection (every feature using Redis)"),
+    EnvVar("MIDDLEWARE_REDIS_TIMEOUT", ("redis.timeout_seconds",), _REDIS_SPECS["timeout_seconds"], 0.25,
+           "longest wait for one Redis command's answer; then the feature falls back"),
+    EnvVar("MIDDLEWARE_REDIS_BACKOFF_INITIAL", ("redis.backoff_initial_seconds",),
+           _REDIS_SPECS["backoff_initial_seconds"], 1.0,
+           "after a Redis failure, skip Redis this long (jittered) before one caller probes it; 0: never skip"),
+    EnvVar("MIDDLEWARE_REDIS_BACKOFF_MAX", ("redis.backoff_max_seconds",), _REDIS_SPECS["backoff_max_seconds"], 10.0,
+           "the back-off doubles with each failed probe up to this"),
+    EnvVar("MIDDLEWARE_REDIS_FALLBACK", ("redis.fallback",), _REDIS_SPECS["fallback"], "local",
+           "Redis down or slow: local (decide with this process's state) or fail (admission raises "
+           "RedisUnavailable)"),
     EnvVar("MIDDLEWARE_MAX_ATTEMPTS", ("retry.max_attempts",), ATTEMPTS, 4,
            "attempts per call, the first included"),
     EnvVar("MIDDLEWARE_MAX_RETRY_AFTER", ("retry.max_retry_after",), SECONDS_OR_ZERO, 60.0,
@@ -701,7 +767,7 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("MIDDLEWARE_CHECKPOINT_DIR", ("streaming.checkpoint_dir",), PathSpec(), None,
            "directory of stream checkpoints; unset: no checkpoints (unless a checkpoint Redis is set)"),
     EnvVar("MIDDLEWARE_CHECKPOINT_REDIS_URL", ("streaming.checkpoint_redis_url",), RedisUrl(), None,
-           "Redis holding stream checkpoints (wins over the directory)"),
+           "Redis holding stream checkpoints (wins over the directory; MIDDLEWARE_REDIS_URL alone never enables them)"),
     EnvVar("MIDDLEWARE_LIMITER_SCOPE", ("limiter_scope",), SCOPES, "model",
            "model: one budget per API key and model; shared: one per API key"),
     EnvVar("MIDDLEWARE_RESERVE_OUTPUT", ("reserve_output",), RESERVE, "max",

@@ -134,6 +134,20 @@ class CheckpointNotFound(MiddlewareError):
     """No checkpoint with that id exists (expired, completed or never written)."""
 
 
+class RedisUnavailable(MiddlewareError):
+    """Redis could not be used for a decision that admits a call, and ``RedisConfig.fallback`` is ``"fail"``.
+
+    ``feature`` is the feature that needed it (``limiter``, ``retry``, ``budget``), ``reason`` why it could not
+    (``timeout``, ``connection``, ``error``, or ``backoff``: skipped because Redis failed moments ago). With the
+    default ``fallback="local"`` this is never raised: the feature decides with its local state instead.
+    """
+
+    def __init__(self, message: str, *, feature: str, reason: str) -> None:
+        super().__init__(message)
+        self.feature = feature
+        self.reason = reason
+
+
 HISTORY_ATTR = "middleware_attempts"
 
 

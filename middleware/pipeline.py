@@ -22,7 +22,7 @@ import hashlib
 import time
 import weakref
 from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .config import Config
@@ -30,6 +30,8 @@ from .context import CallContext
 from .cost import BudgetExceeded, BudgetWait, Cost, CostServices, Unpriced, Usage, usage_from
 from .errors import MiddlewareError, RequestTooLarge, ThrottleTimeout, attach_history
 from .limits import Limiter, LimiterKey, Reservation
+from .limits.redis_backend import RedisBackend
+from .redisconn import RedisHandle, link_for
 from .retry import RetryController, classify
 from .sdk import SdkRequest, Sent, compat, read_json_body
 from .streaming.forced import force_reason
@@ -117,12 +119,26 @@ class Pipeline:
         self.recorder = recorder
         self.estimator = estimator or TokenEstimator(default_encoding=config.default_encoding, events=recorder)
         self.predictor = predictor or OutputPredictor()
-        self.limiter = limiter or Limiter(config.limits, events=recorder)
-        self.retry = retry or RetryController.from_config(config.retry, events=recorder)
+        self.limiter = limiter or self._limiter(config, recorder)
+        self.retry = retry or RetryController.from_config(
+            config.retry, events=recorder, redis=self._redis(n.REDIS_FEATURE_RETRY))
         self._key_prefix_cache: dict[str, str] = {}
         self._limiter_keys: dict[tuple[str, str], LimiterKey] = {}
-        self.streaming = StreamingServices(config.streaming, recorder)
-        self.cost = CostServices(config.cost, events=recorder)
+        self.streaming = StreamingServices(config.streaming, recorder,
+                                           redis=self._redis(n.REDIS_FEATURE_CHECKPOINT))
+        self.cost = CostServices(config.cost, events=recorder, redis=self._redis(n.REDIS_FEATURE_BUDGET))
+
+    def _redis(self, feature: str) -> RedisHandle | None:
+        """The feature's Redis (``Config.redis_for``) as a handle on the process's shared link, or None."""
+        redis = self.config.redis_for(feature)
+        return None if redis is None else link_for(redis).feature(feature, self.recorder)
+
+    def _limiter(self, config: Config, recorder: Recorder) -> Limiter:
+        handle = self._redis(n.REDIS_FEATURE_LIMITER)
+        if handle is None:
+            return Limiter(config.limits, events=recorder)
+        limits = replace(config.limits, redis_url=handle.config.url)
+        return Limiter(limits, events=recorder, primary=RedisBackend(limits, redis=handle))
 
     # ------------------------------------------------------------------ the call, sync and async
     def call_sync(self, request: SdkRequest, *, seed: Seed | None = None) -> Any:

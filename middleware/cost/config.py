@@ -41,7 +41,8 @@ class CostConfig:
     budget_mode: Mode = "enforce"
     budget_max_wait_seconds: float = 60.0
     redis_url: str | None = None
-    """Shares budgets across processes and hosts; None keeps them in this process."""
+    """Shares budgets across processes and hosts; None: ``Config.redis.url`` (unset too: this process only).
+    Timeouts, back-off and fallback are ``Config.redis``'s (``middleware.redisconn``)."""
     redis_prefix: str = "llm_middleware"
     fallback_fraction: float = 0.5
     """While Redis is down, each process may spend this fraction of a budget's last known remaining room."""
@@ -60,10 +61,15 @@ class CostConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> CostConfig:
-        """The cost part of ``Config.from_env()``: one table of ``MIDDLEWARE_*`` variables (``middleware.config``)."""
+        """The cost part of ``Config.from_env()``: one table of ``MIDDLEWARE_*`` variables (``middleware.config``),
+        with ``redis_url`` resolved (``MIDDLEWARE_BUDGET_REDIS_URL``, else ``MIDDLEWARE_REDIS_URL``)."""
+        from dataclasses import replace
+
         from ..config import Config
 
-        return Config.from_env(env).cost
+        config = Config.from_env(env)
+        redis = config.redis_for("budget")
+        return replace(config.cost, redis_url=redis.url if redis is not None else None)
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:

@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from middleware.redisconn import RedisEvents
 from middleware.telemetry import names as n
 
 from .budgets import Budget, BudgetCharge, BudgetReservation, BudgetStatus, BudgetWait, Mode
@@ -39,7 +40,8 @@ _MAX_PENDING = 10_000
 
 
 class BudgetLedger:
-    """Budgets in USD per UTC day or month; thread-safe. With ``redis`` (a URL or client) shared via Redis.
+    """Budgets in USD per UTC day or month; thread-safe. With ``redis`` (a URL, a client, or a ``redisconn`` handle
+    or link) shared via Redis under the shared Redis policy.
 
     ``label`` turns a budget name into a bounded metric label; ``clock`` is wall time for the memory
     backend and replaces Redis server time when given (tests).
@@ -56,7 +58,8 @@ class BudgetLedger:
         self._events = SafeCostEvents(events or NoopCostEvents())
         self._label = label or (lambda name: name)
         self._local = MemoryLedgerBackend("memory" if redis is None else "fallback", clock or time.time)
-        self._shared = None if redis is None else RedisLedgerBackend(redis, prefix=prefix, clock=clock)
+        sink = events if isinstance(events, RedisEvents) else None
+        self._shared = None if redis is None else RedisLedgerBackend(redis, prefix=prefix, clock=clock, events=sink)
         self._degraded = False
         self._seen: OrderedDict[str, BudgetStatus] = OrderedDict()
         self._pending: list[tuple[tuple[BudgetCharge, ...], float, str]] = []
@@ -116,7 +119,7 @@ class BudgetLedger:
     ) -> tuple[BudgetStatus, ...] | None:
         """Settle on Redis (``hold_id=""``: add spend only), or queue it until Redis answers again."""
         shared = self._shared
-        if shared is not None and (not self._degraded or shared.available):
+        if shared is not None:  # during the back-off the Redis policy answers at once (counted): no I/O
             statuses = shared.settle(charges, actual, hold_id)
             if statuses is not None:
                 self._redis_ok()
@@ -129,7 +132,7 @@ class BudgetLedger:
         return None
 
     def _decide(self, budgets: Sequence[Budget], amount: float, hold_id: str) -> tuple[BackendReply, str]:
-        if self._shared is not None and (not self._degraded or self._shared.available):
+        if self._shared is not None:  # during the back-off the Redis policy answers at once (counted): no I/O
             reply = self._shared.reserve(budgets, amount, self.mode == "warn", hold_id)
             if reply is not None:
                 self._redis_ok()
@@ -185,7 +188,9 @@ class BudgetLedger:
         if reservation.closed:
             return
         reservation.closed = True
-        actual = max(0.0, float(actual_usd))
+        self._settle(reservation, max(0.0, float(actual_usd)))
+
+    def _settle(self, reservation: BudgetReservation, actual: float) -> None:
         statuses: tuple[BudgetStatus, ...] | None
         if reservation.backend == self._local.name:
             statuses = self._local.settle(reservation.charges, actual)

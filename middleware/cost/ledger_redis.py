@@ -7,7 +7,8 @@ the previous one (``q``, ``qs``, ``qr``) and one field ``h:<reservation id>`` pe
 settlement subtracts only a hold Redis still has (after a restart without data it adds the spend only).
 The script computes the UTC period from the server clock, rolls it over, and lets the hash expire a full
 period after its period ends. Failures return None (the
-ledger falls back to memory); see ``middleware.retry.redis_support`` for timeouts and the retry pause.
+ledger falls back to memory); timeouts, back-off and fallback are the shared Redis policy
+(``middleware.redisconn``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from middleware.retry.redis_support import LUA_NOW, ScriptRunner, make_client, now_arg, text
+from middleware.redisconn import RedisEvents
+from middleware.retry.redis_support import LUA_NOW, ScriptRunner, now_arg, text
+from middleware.telemetry import names as n
 
 from .budgets import Budget, BudgetCharge, BudgetStatus
 from .ledger_memory import BackendReply
@@ -131,8 +134,9 @@ class RedisLedgerBackend:
 
     name = "redis"
 
-    def __init__(self, redis: Any, *, prefix: str = "llm_middleware", clock: Callable[[], float] | None = None) -> None:
-        self._runner = ScriptRunner(make_client(redis), LUA, "budget ledger")
+    def __init__(self, redis: Any, *, prefix: str = "llm_middleware", clock: Callable[[], float] | None = None,
+                 events: RedisEvents | None = None) -> None:
+        self._runner = ScriptRunner(redis, LUA, n.REDIS_FEATURE_BUDGET, events=events)
         self._tag = "{" + prefix + ":budget}"
         self._clock = clock
 
@@ -144,9 +148,9 @@ class RedisLedgerBackend:
     def _key(self, budget: Budget) -> str:
         return f"{self._tag}:{budget.key}"
 
-    def _run(self, budgets: Sequence[Budget], args: list[object]) -> tuple[tuple[int, ...], bool,
-                                                                            tuple[BudgetStatus, ...]] | None:
-        reply = self._runner.run([self._key(b) for b in budgets], [now_arg(self._clock), *args])
+    def _run(self, budgets: Sequence[Budget], args: list[object], admission: bool = False) -> tuple[
+            tuple[int, ...], bool, tuple[BudgetStatus, ...]] | None:
+        reply = self._runner.run([self._key(b) for b in budgets], [now_arg(self._clock), *args], admission=admission)
         if reply is None:
             return None
         out = [text(v) for v in reply]
@@ -166,7 +170,7 @@ class RedisLedgerBackend:
         args: list[object] = ["reserve", repr(float(amount)), "1" if commit_anyway else "0", hold_id]
         for b in budgets:
             args += [b.period, repr(float(b.limit_usd))]
-        result = self._run(budgets, args)
+        result = self._run(budgets, args, admission=True)
         if result is None:
             return None
         blocked, committed, statuses = result

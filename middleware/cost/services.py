@@ -37,12 +37,16 @@ def hash_api_key(api_key: str) -> str:
 
 
 class CostServices:
-    """Prices, attribution and budgets behind one facade; thread-safe, one per protected client."""
+    """Prices, attribution and budgets behind one facade; thread-safe, one per protected client.
+
+    ``redis``: the budgets' Redis as a ``middleware.redisconn`` handle (the pipeline's, under ``Config.redis``);
+    default ``config.redis_url`` under the default policy.
+    """
 
     def __init__(
         self, config: CostConfig | None = None, events: CostEvents | None = None, *,
         prices: PriceTable | None = None, ledger: BudgetLedger | None = None, folder: TagFolder | None = None,
-        clock: Callable[[], float] | None = None, sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] | None = None, sleep: Callable[[float], None] = time.sleep, redis: Any = None,
     ) -> None:
         cfg = config or CostConfig()
         self.config = cfg
@@ -51,7 +55,8 @@ class CostServices:
         self.folder = folder or TagFolder.shared(cfg.tags.value_cap, cfg.tags.combination_cap)
         if ledger is None and cfg.budgets:
             ledger = BudgetLedger(
-                cfg.budget_mode, cfg.budget_max_wait_seconds, redis=cfg.redis_url, prefix=cfg.redis_prefix,
+                cfg.budget_mode, cfg.budget_max_wait_seconds, redis=redis if redis is not None else cfg.redis_url,
+                prefix=cfg.redis_prefix,
                 events=events, fallback_fraction=cfg.fallback_fraction, clock=clock, label=self.budget_label,
             )
         self.ledger = ledger

@@ -15,10 +15,6 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
 from middleware.limits.redis_script import LUA, PEERS_LUA
 from middleware.limits.types import (
     BUCKETS,
@@ -34,6 +30,8 @@ from middleware.limits.types import (
     LimiterKey,
     LimitState,
 )
+from middleware.redisconn import RedisConfig, RedisEvents, RedisHandle, handle_for
+from middleware.telemetry import names as n
 
 _REASONS = {"within": REASON_WITHIN_LIMIT, "none": REASON_NO_LIMITS, "cooldown": REASON_COOLDOWN}
 _INDEX = {name: str(i + 1) for i, name in enumerate(BUCKETS)}
@@ -59,28 +57,27 @@ def _flat(charge: Charge) -> list[str]:
 
 
 class RedisBackend:
-    """Shared limits in Redis. Raises ``redis.RedisError``/``OSError`` when Redis fails (the limiter falls back).
+    """Shared limits in Redis, through the shared Redis policy (``middleware.redisconn``).
 
-    ``clock`` replaces Redis server time; only tests use it, to compare decisions with the memory backend.
+    Raises ``redisconn.RedisSkipped`` when Redis fails or is skipped during the policy's back-off (the router
+    falls back to the local limiter), or ``RedisUnavailable`` for a reservation with ``fallback="fail"``.
+    ``redis``: a ``redisconn`` handle or link (the pipeline's, under ``Config.redis``), else ``client`` (a
+    ``redis.Redis``), else ``config.redis_url`` under ``policy`` (default ``RedisConfig()``). ``clock`` replaces
+    Redis server time; only tests use it, to compare decisions with the memory backend.
     """
 
     name = "redis"
 
     def __init__(
-        self, config: LimitConfig, *, client: redis.Redis | None = None,
-        clock: Callable[[], float] | None = None,
-        connect_timeout: float = 0.5, socket_timeout: float = 1.0,
+        self, config: LimitConfig, *, client: Any = None, clock: Callable[[], float] | None = None,
+        redis: Any = None, policy: RedisConfig | None = None, events: RedisEvents | None = None,
     ) -> None:
-        if client is None:
-            if not config.redis_url:
-                raise ValueError("RedisBackend needs config.redis_url")
-            client = redis.Redis.from_url(
-                config.redis_url, socket_connect_timeout=connect_timeout, socket_timeout=socket_timeout,
-                retry=Retry(NoBackoff(), 0), health_check_interval=0,
-            )
-        self._client = client
-        self._script = client.register_script(LUA)
-        self._peers = client.register_script(PEERS_LUA)
+        target = redis if redis is not None else client if client is not None else config.redis_url
+        if target is None:
+            raise ValueError("RedisBackend needs config.redis_url, a client or a redisconn handle")
+        self.handle: RedisHandle = handle_for(target, n.REDIS_FEATURE_LIMITER, events=events, config=policy)
+        self._script = self.handle.script(LUA)
+        self._peers = self.handle.script(PEERS_LUA)
         self._prefix = config.redis_prefix
         self._clock = clock
         configured = config.configured()
@@ -93,9 +90,18 @@ class RedisBackend:
     def _key(self, key: LimiterKey) -> str:
         return f"{self._prefix}:limiter:{{{key.id}}}"
 
+    def ready(self) -> bool:
+        """True when an operation would try Redis now (the router asks before a probe while it is down)."""
+        return self.handle.ready()
+
+    def offline(self) -> _Offline:
+        """This backend while the router skips Redis: every operation raises at once, counted as a fallback
+        (``RedisUnavailable`` for a reservation under ``fallback="fail"``), without touching the network."""
+        return _Offline(self.handle)
+
     def _call(self, op: str, key: LimiterKey, *args: str) -> Any:
         now = "" if self._clock is None else repr(self._clock())
-        return self._script(keys=[self._key(key)], args=[op, *self._common, now, *args])
+        return self._script([self._key(key)], [op, *self._common, now, *args], admission=op == "reserve")
 
     def reserve(self, key: LimiterKey, tokens: int, max_wait: float) -> BackendDecision:
         """Commit or refuse one reservation (one script call)."""
@@ -130,7 +136,7 @@ class RedisBackend:
     def peers(self, peer_id: str, ttl: float, present: bool = True) -> int:
         """Refresh (or, ``present=False``, remove) this process in the peers set; the live peers counted."""
         args = [peer_id, repr(float(ttl)), "1" if present else "0"]
-        return int(self._peers(keys=[f"{self._prefix}:peers"], args=args))
+        return int(self._peers([f"{self._prefix}:peers"], args))
 
     def cooldown(self, key: LimiterKey, seconds: float, resources: tuple[str, ...], empty: bool = True) -> None:
         """Block the key for ``seconds`` in every process and (``empty``) empty the named buckets."""
@@ -161,9 +167,23 @@ class RedisBackend:
         }
 
     def ping(self) -> None:
-        """Raise if Redis is unreachable."""
-        self._client.ping()
+        """Raise (``RedisSkipped``) if Redis is unreachable."""
+        self.handle.run(lambda client: client.ping())
 
     def close(self) -> None:
-        """Close the connection pool."""
-        self._client.close()
+        """Nothing to release: the connection pool is the shared link's (other features and pipelines use it)."""
+
+
+class _Offline:
+    """The Redis backend's operations during the back-off: each one refused at once (see ``RedisBackend.offline``)."""
+
+    name = "redis"
+
+    def __init__(self, handle: RedisHandle) -> None:
+        self._handle = handle
+
+    def __getattr__(self, op: str) -> Callable[..., Any]:
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise self._handle.link.skip(self._handle.feature, self._handle.events, admission=op == "reserve")
+
+        return refuse

@@ -83,12 +83,16 @@ class LimitConfig:
     jitter_margin_seconds: float = 0.0
     learn_from_headers: LearnRule = True
     redis_url: str | None = None
+    """The limiter's Redis (unset: ``Config.redis.url``; unset too: this process only); timeouts, back-off and
+    fallback are ``Config.redis``'s (``middleware.redisconn``)."""
     redis_prefix: str = "llm_middleware"
     fallback_fraction: float | None = None
     """Share of the budget one process holds while Redis is down. ``None`` (default): ``1 / N``, N being the
     live processes last counted in Redis (the peers heartbeat); ``DEFAULT_FALLBACK_FRACTION`` while no count
     is known (Redis down from the start)."""
-    redis_retry_interval_seconds: float = 2.0
+    redis_retry_interval_seconds: float | None = None
+    """Deprecated: when Redis is tried again after a failure is the shared Redis policy's back-off
+    (``Config.redis``, ``middleware.redisconn``). A value set here only adds a minimum interval between probes."""
     peer_ttl_seconds: float = 10.0
     """A process counts as a live peer for this long after its last heartbeat (sent every quarter of it)."""
     initial_margin: float = 0.05
@@ -120,8 +124,8 @@ class LimitConfig:
             raise ConfigError(f"max_wait_seconds must be >= 0, got {self.max_wait_seconds!r}")
         if self.fallback_fraction is not None and not (0 < self.fallback_fraction <= 1):
             raise ConfigError(f"fallback_fraction must be in (0, 1] or None, got {self.fallback_fraction!r}")
-        if not (self.redis_retry_interval_seconds >= 0):
-            raise ConfigError("redis_retry_interval_seconds must be >= 0")
+        if self.redis_retry_interval_seconds is not None and not (self.redis_retry_interval_seconds >= 0):
+            raise ConfigError("redis_retry_interval_seconds must be None or >= 0")
         if not (math.isfinite(self.peer_ttl_seconds) and self.peer_ttl_seconds > 0):
             raise ConfigError(f"peer_ttl_seconds must be > 0, got {self.peer_ttl_seconds!r}")
         if not (math.isfinite(self.initial_margin) and 0 <= self.initial_margin < 0.5):

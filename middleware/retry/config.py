@@ -57,10 +57,9 @@ class RetryConfig:
     bound (or within what remains of ``deadline_seconds``), the call fails with ``CircuitOpenError`` at once,
     without sleeping in vain. 0 fails fast as soon as the circuit is open (the classic breaker)."""
     redis_url: str | None = None
-    """Share the budget and the breakers across processes through this Redis (memory fallback if it fails).
-
-    Each decision is then a blocking round trip, also on the async path (sub-ms with a nearby Redis; bounded
-    by a 0.25 s socket timeout, then 5 s of in-memory fallback): see ``middleware.retry.redis_support``."""
+    """Share the budget and the breakers across processes through this Redis (memory fallback if it fails);
+    unset: ``Config.redis.url``. Timeouts, back-off and fallback are ``Config.redis``'s, the one policy of every
+    feature using Redis (``middleware.redisconn``)."""
     redis_prefix: str = "llm_middleware"
 
     def __post_init__(self) -> None:

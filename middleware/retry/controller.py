@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from middleware.errors import AttemptRecord, CircuitOpenError, RetryAfterTooLong, ThrottleTimeout
+from middleware.redisconn import RedisEvents, handle_for
+from middleware.telemetry import names as n
 
 from .backoff import compute_backoff, retry_after_delay
 from .breaker import OPEN, BreakerPermit, CircuitBreaker, Outcome
@@ -30,7 +32,6 @@ from .errors import RateLimitWaitExceeded
 from .events import NoopRetryEvents, RetryEvents, SafeEvents
 from .redis_breaker import RedisCircuitBreaker
 from .redis_budget import RedisRetryBudget
-from .redis_support import make_client
 
 MIN_CIRCUIT_WAIT = 0.001  # the shortest wait before_attempt asks for; below it the call fails (bound reached)
 DEFAULT_WAIT_BUDGET = 60.0  # LimitConfig.max_wait_seconds' default, for a controller used without a limiter
@@ -64,17 +65,27 @@ class RetryController:
     @classmethod
     def from_config(cls, config: RetryConfig, *, events: RetryEvents | None = None, redis: Any = None,
                     clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None) -> RetryController:
-        """A controller with in-memory budget and breaker, or Redis-shared ones when ``config.redis_url`` is set."""
+        """A controller with in-memory budget and breaker, or Redis-shared ones when ``redis`` (a
+        ``middleware.redisconn`` handle or link, a URL or a client) or ``config.redis_url`` is given.
+
+        A URL gets the default ``RedisConfig`` policy; the pipeline passes a handle under ``Config.redis``'s.
+        ``events`` also receives the Redis fallbacks when it implements ``RedisEvents`` (the Recorder does)."""
         budget: RetryBudget | None = None
         breaker: CircuitBreaker | None = None
         target = redis if redis is not None else config.redis_url
         if target is not None:
-            client = make_client(target)
+            sink = events if isinstance(events, RedisEvents) else None
+            handle = handle_for(target, n.REDIS_FEATURE_RETRY, events=sink)
             if config.budget_enabled:
-                budget = RedisRetryBudget(config, client, prefix=config.redis_prefix)
+                budget = RedisRetryBudget(config, handle, prefix=config.redis_prefix)
             if config.breaker_enabled:
-                breaker = RedisCircuitBreaker(config, client, prefix=config.redis_prefix)
+                breaker = RedisCircuitBreaker(config, handle, prefix=config.redis_prefix)
         return cls(config, budget, breaker, clock=clock, rng=rng, events=events)
+
+    @property
+    def shared(self) -> bool:
+        """True when the budget or the breaker keeps its state in Redis (their decisions then do network I/O)."""
+        return isinstance(self.budget, RedisRetryBudget) or isinstance(self.breaker, RedisCircuitBreaker)
 
     def start(self, key: str, endpoint: str, model: str, wait_budget: float = DEFAULT_WAIT_BUDGET) -> CallRetryState:
         """Begin one call: ``key`` selects the retry budget, (endpoint, model) the circuit breaker;

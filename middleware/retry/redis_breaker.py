@@ -6,9 +6,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from middleware.telemetry import names as n
+
 from .breaker import BreakerPermit, CircuitBreaker, Outcome
 from .config import RetryConfig
-from .redis_support import LUA_NOW, ScriptRunner, make_client, now_arg, text
+from .redis_support import LUA_NOW, ScriptRunner, now_arg, text
 
 _BUCKETS = 10
 # KEYS[1] circuit hash. ARGV: now, op ("acquire"|"record"|"state"), outcome, probe (0|1), min_calls,
@@ -109,8 +111,9 @@ return result
 class RedisCircuitBreaker(CircuitBreaker):
     """Breaker state shared by every process using the same Redis and prefix.
 
-    ``clock`` None uses Redis server time (recommended across hosts); pass a wall clock only for tests.
-    While Redis fails, the inherited in-memory breaker of this process decides.
+    ``redis``: a URL, a ``redis.Redis`` client or a ``middleware.redisconn`` handle or link. ``clock`` None uses
+    Redis server time (recommended across hosts); pass a wall clock only for tests. While Redis fails (or is
+    skipped during the shared policy's back-off), the inherited in-memory breaker of this process decides.
     """
 
     def __init__(self, config: RetryConfig, redis: Any, *, prefix: str = "llm_middleware",
@@ -118,11 +121,11 @@ class RedisCircuitBreaker(CircuitBreaker):
         super().__init__(config, clock if clock is not None else time.monotonic)
         self._wall = clock
         self._prefix = prefix
-        self._runner = ScriptRunner(make_client(redis), _SCRIPT, "circuit breaker")
+        self._runner = ScriptRunner(redis, _SCRIPT, n.REDIS_FEATURE_RETRY)
 
     def acquire(self, endpoint: str, model: str) -> BreakerPermit:
         """Ask to send one attempt (shared state)."""
-        r = self._run(endpoint, model, "acquire")
+        r = self._run(endpoint, model, "acquire", admission=True)
         if r is None:
             return super().acquire(endpoint, model)
         return BreakerPermit(bool(int(r[0])), text(r[1]), float(text(r[2])), bool(int(r[3])), text(r[4]) or None)
@@ -142,8 +145,10 @@ class RedisCircuitBreaker(CircuitBreaker):
         r = self._run(endpoint, model, "state")
         return super().retry_in(endpoint, model) if r is None else float(text(r[2]))
 
-    def _run(self, endpoint: str, model: str, op: str, outcome: str = "neutral", probe: bool = False) -> Any | None:
+    def _run(self, endpoint: str, model: str, op: str, outcome: str = "neutral", probe: bool = False, *,
+             admission: bool = False) -> Any | None:
         cfg = self.config
         return self._runner.run([f"{self._prefix}:breaker:{endpoint}:{model}"], [
             now_arg(self._wall), op, outcome, int(probe), cfg.breaker_min_calls, cfg.breaker_failure_ratio,
-            cfg.breaker_window_seconds, _BUCKETS, cfg.breaker_open_seconds, cfg.breaker_half_open_probes])
+            cfg.breaker_window_seconds, _BUCKETS, cfg.breaker_open_seconds, cfg.breaker_half_open_probes],
+            admission=admission)

@@ -6,9 +6,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from middleware.telemetry import names as n
+
 from .budget import RetryBudget
 from .config import RetryConfig
-from .redis_support import LUA_NOW, ScriptRunner, make_client, now_arg, text
+from .redis_support import LUA_NOW, ScriptRunner, now_arg, text
 
 _BUCKETS = 10
 # KEYS[1] budget hash; ARGV: now, op ("deposit"|"withdraw"|"balance"), ratio, floor, window, buckets.
@@ -49,8 +51,9 @@ return {ok, tostring(balance)}
 class RedisRetryBudget(RetryBudget):
     """Retry budget shared by every process using the same Redis and prefix.
 
-    ``clock`` None uses Redis server time (recommended across hosts); pass a wall clock only for tests.
-    While Redis fails, the inherited in-memory budget of this process decides.
+    ``redis``: a URL, a ``redis.Redis`` client or a ``middleware.redisconn`` handle or link. ``clock`` None uses
+    Redis server time (recommended across hosts); pass a wall clock only for tests. While Redis fails (or is
+    skipped during the shared policy's back-off), the inherited in-memory budget of this process decides.
     """
 
     def __init__(self, config: RetryConfig, redis: Any, *, prefix: str = "llm_middleware",
@@ -58,7 +61,7 @@ class RedisRetryBudget(RetryBudget):
         super().__init__(config, clock if clock is not None else time.monotonic)
         self._wall = clock
         self._prefix = prefix
-        self._runner = ScriptRunner(make_client(redis), _SCRIPT, "retry budget")
+        self._runner = ScriptRunner(redis, _SCRIPT, n.REDIS_FEATURE_RETRY)
 
     def deposit(self, key: str) -> None:
         """Record one original request for ``key`` (shared)."""

@@ -13,13 +13,11 @@ load and swept on write. A checkpoint holds a prompt and its partial answer: fil
 the folders the store creates 0700, whatever the umask. Only allow-listed request headers are stored
 (``StreamConfig.checkpoint_replay_headers``; the observer filters them), never credentials.
 
-Redis store: ``SET key value EX ttl``, on the stream consumer's own thread, so it must never stall it:
-short socket timeouts (``REDIS_TIMEOUT_SECONDS``), no client-side retries, and after a failure Redis is
-not asked again for ``REDIS_RETRY_AFTER_SECONDS`` (saves and deletes raise
-:class:`CheckpointUnavailable` at once, counted by the observer; the stream goes on, its previous
-checkpoint expires by its TTL). A Redis that accepts connections and never answers costs one timeout per
-window, not one per checkpoint. (The limiter's and the retry state's Redis policies are the same idea;
-``middleware/retry/redis_support.py``.)
+Redis store: ``SET key value EX ttl``, through the shared Redis policy (``middleware.redisconn``): connect
+and command timeouts, no client-side retries, and after a failure Redis is skipped for the policy's back-off
+(saves and deletes raise :class:`CheckpointUnavailable` at once, counted by the observer and as a Redis
+fallback; the stream goes on, its previous checkpoint expires by its TTL). A Redis that accepts connections and
+never answers costs one timeout per back-off, not one per checkpoint.
 """
 
 from __future__ import annotations
@@ -27,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -37,21 +34,18 @@ from typing import Any, Protocol
 
 from ..errors import CheckpointNotFound, MiddlewareError
 from ..files import atomic_write
+from ..redisconn import RedisConfig, RedisEvents, RedisHandle, RedisSkipped, handle_for
+from ..telemetry import names as n
 
 FORMAT_VERSION = 1
 REDIS_PREFIX = "llm_middleware:checkpoint:"
 FILE_MODE = 0o600
 DIR_MODE = 0o700
-REDIS_TIMEOUT_SECONDS = 0.25
-"""Connect and read timeout of the checkpoint Redis (a checkpoint is never worth stalling a stream for)."""
-REDIS_RETRY_AFTER_SECONDS = 5.0
-"""After a Redis failure, checkpoints skip Redis this long."""
-
 log = logging.getLogger(__name__)
 
 
 class CheckpointUnavailable(MiddlewareError):
-    """The checkpoint store failed recently and is skipped for a while (the checkpoint was not written)."""
+    """The checkpoint Redis failed, or failed moments ago and is skipped during the back-off (nothing written)."""
 
 
 @dataclass
@@ -177,82 +171,60 @@ class DirectoryStore:
         return removed
 
 
-def redis_client(url: str, timeout: float = REDIS_TIMEOUT_SECONDS) -> Any:
-    """A Redis client that fails fast: connect and read timeouts of ``timeout``, no client-side retries."""
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                retry=Retry(NoBackoff(), 0), health_check_interval=0)
-
-
-class FailFast:
-    """Fallback first: after a failure, the guarded calls are refused at once for ``retry_after`` seconds."""
-
-    def __init__(self, what: str, retry_after: float = REDIS_RETRY_AFTER_SECONDS,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.what = what
-        self.retry_after = retry_after
-        self._monotonic = monotonic
-        self._down_until = 0.0
-        self._lock = threading.Lock()
-
-    def call(self, fn: Callable[[], Any]) -> Any:
-        """``fn()``; raises :class:`CheckpointUnavailable` while skipping, and starts skipping when it fails."""
-        if self._monotonic() < self._down_until:
-            raise CheckpointUnavailable(f"{self.what} skipped: it failed less than {self.retry_after:g}s ago")
-        try:
-            result = fn()
-        except Exception:
-            with self._lock:
-                first = self._down_until == 0.0
-                self._down_until = self._monotonic() + self.retry_after
-            if first:
-                log.warning("%s failed; skipping it for %gs after each failure", self.what, self.retry_after,
-                            exc_info=True)
-            raise
-        if self._down_until:
-            self._down_until = 0.0
-            log.warning("%s available again", self.what)
-        return result
-
-
 class RedisStore:
-    """Checkpoints as Redis strings with a TTL (``SET ... EX``); fails fast and skips Redis after a failure."""
+    """Checkpoints as Redis strings with a TTL (``SET ... EX``), under the shared Redis policy.
+
+    ``redis``: a ``redisconn`` handle or link (the pipeline's), else ``client`` (a ``redis.Redis``), else ``url``
+    under ``policy`` (default ``RedisConfig()``). While the policy skips Redis (the back-off after a failure),
+    every operation raises :class:`CheckpointUnavailable` at once.
+    """
 
     backend = "redis"
 
-    def __init__(self, url: str, client: Any = None, *, retry_after: float = REDIS_RETRY_AFTER_SECONDS,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
-        self._redis = client if client is not None else redis_client(url)
-        self.guard = FailFast("checkpoint Redis", retry_after, monotonic)
+    def __init__(self, url: str | None = None, client: Any = None, *, redis: Any = None,
+                 policy: RedisConfig | None = None, events: RedisEvents | None = None) -> None:
+        target = redis if redis is not None else client if client is not None else url
+        if target is None:
+            raise ValueError("RedisStore needs a URL, a client or a redisconn handle")
+        self.handle: RedisHandle = handle_for(target, n.REDIS_FEATURE_CHECKPOINT, events=events, config=policy)
+
+    def _run(self, op: Callable[[Any], Any]) -> Any:
+        try:
+            return self.handle.run(op)
+        except RedisSkipped as exc:
+            cause = exc.__cause__
+            detail = f": {type(cause).__name__}: {cause}" if cause is not None else " (it failed moments ago)"
+            raise CheckpointUnavailable(f"checkpoint Redis {self.handle.link.url} unavailable{detail}") from cause
 
     def save(self, checkpoint: Checkpoint, ttl_seconds: float) -> None:
-        """SET with expiry (raises :class:`CheckpointUnavailable` at once while Redis is being skipped)."""
+        """SET with expiry (raises :class:`CheckpointUnavailable` when Redis fails or is being skipped)."""
         now = time.time()
         checkpoint.updated_at = now
         checkpoint.expires_at = now + ttl_seconds
         key, value = REDIS_PREFIX + _valid_id(checkpoint.id), checkpoint.to_json()
-        self.guard.call(lambda: self._redis.set(key, value, ex=max(1, int(ttl_seconds))))
+        self._run(lambda client: client.set(key, value, ex=max(1, int(ttl_seconds))))
 
     def load(self, checkpoint_id: str) -> Checkpoint:
-        """GET; missing (or expired by Redis) raises CheckpointNotFound."""
-        raw = self._redis.get(REDIS_PREFIX + _valid_id(checkpoint_id))
+        """GET; missing (or expired by Redis) raises CheckpointNotFound, Redis down CheckpointUnavailable."""
+        key = REDIS_PREFIX + _valid_id(checkpoint_id)
+        raw = self._run(lambda client: client.get(key))
         if raw is None:
             raise CheckpointNotFound(f"no checkpoint {checkpoint_id!r} in Redis")
         return Checkpoint.from_json(raw)
 
     def delete(self, checkpoint_id: str) -> None:
-        """DEL (skipped while Redis is being skipped: the checkpoint then expires by its TTL)."""
+        """DEL (raises :class:`CheckpointUnavailable` while Redis is skipped: the checkpoint then expires by its
+        TTL)."""
         key = REDIS_PREFIX + _valid_id(checkpoint_id)
-        self.guard.call(lambda: self._redis.delete(key))
+        self._run(lambda client: client.delete(key))
 
 
-def store_for(checkpoint_dir: str | os.PathLike[str] | None, redis_url: str | None) -> CheckpointStore | None:
-    """The configured store: Redis when a URL is set, else the directory, else None (no checkpoints)."""
-    if redis_url:
-        return RedisStore(redis_url)
+def store_for(checkpoint_dir: str | os.PathLike[str] | None, redis_url: str | None, *,
+              redis: Any = None) -> CheckpointStore | None:
+    """The configured store: Redis when a URL (or a ``redisconn`` handle) is given, else the directory, else None
+    (no checkpoints)."""
+    if redis is not None or redis_url:
+        return RedisStore(redis_url, redis=redis)
     if checkpoint_dir is not None:
         return DirectoryStore(checkpoint_dir)
     return None

@@ -23,7 +23,7 @@ from ..cost import read_usage
 from ..errors import PartialResult, StreamInterrupted
 from ..telemetry import names as n
 from ..telemetry.recorder import CHUNK_EVENTS_EVERY, CHUNK_EVENTS_FIRST
-from .checkpoint import Checkpoint, new_checkpoint_id
+from .checkpoint import Checkpoint, CheckpointUnavailable, new_checkpoint_id
 from .progress import snapshot
 from .resumption import continuation_body, interruption_cause
 
@@ -316,10 +316,20 @@ class StreamObserver:
                 headers=replay_headers(ctx.request.headers if ctx.request is not None else {},
                                        self.services.config.checkpoint_replay_headers),
             )
-            store.save(checkpoint, self.services.config.checkpoint_ttl_seconds)
-            self.pipeline.recorder.checkpoint(ctx, store.backend, self.checkpoint_id)
         except Exception as exc:
             self.pipeline.recorder.telemetry_error("checkpoint", exc)
+            return
+        self._save(checkpoint)
+
+    def _save(self, checkpoint: Checkpoint) -> None:
+        store = self._store
+        if store is None:
+            return
+        try:
+            store.save(checkpoint, self.services.config.checkpoint_ttl_seconds)
+            self.pipeline.recorder.checkpoint(self.ctx, store.backend, checkpoint.id)
+        except Exception as exc:  # a Redis that failed is counted as a fault here, and logged once by its link
+            self.pipeline.recorder.telemetry_error("checkpoint", exc, logged=isinstance(exc, CheckpointUnavailable))
 
     def text(self) -> str:
         """The text received so far."""
@@ -453,16 +463,20 @@ class StreamObserver:
 
     def _after(self, state: str) -> None:
         ctx = self.ctx
-        if state in (n.STREAM_END_COMPLETED, n.STREAM_END_CLOSED) and self._store is not None and self.checkpoint_id:
-            try:
-                self._store.delete(self.checkpoint_id)
-            except Exception as exc:
-                self.pipeline.recorder.telemetry_error("checkpoint", exc)
+        store, checkpoint_id = self._store, self.checkpoint_id
+        if state in (n.STREAM_END_COMPLETED, n.STREAM_END_CLOSED) and store is not None and checkpoint_id:
+            self._delete(store, checkpoint_id)
         first = ctx.first_chunk_at
         if state == n.STREAM_END_COMPLETED and not self._children and first is not None and ctx.output_tokens:
             generating = time.monotonic() - first
             if generating > 0:
                 self.services.adaptive.observe(ctx.model, first - ctx.started, ctx.output_tokens / generating)
+
+    def _delete(self, store: Any, checkpoint_id: str) -> None:
+        try:
+            store.delete(checkpoint_id)
+        except Exception as exc:
+            self.pipeline.recorder.telemetry_error("checkpoint", exc, logged=isinstance(exc, CheckpointUnavailable))
 
     def _settle(self) -> None:
         """Settle through the pipeline's one rule: the last request against the reported usage."""

@@ -23,7 +23,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from ..errors import CheckpointNotFound, MiddlewareError
 from ..sdk import SdkRequest, new_request, pipeline_attached
 from ..telemetry import names as n
-from .checkpoint import Checkpoint, CheckpointStore
+from .checkpoint import Checkpoint, CheckpointStore, CheckpointUnavailable
 from .forced import ChatAccumulator
 from .observer import Seed, field_of
 from .resumption import continuation_body
@@ -131,6 +131,15 @@ def _continued(pipeline: Any, span: Any, checkpoint: Checkpoint) -> None:
     })
 
 
+def _forget(pipeline: Any, store: CheckpointStore, checkpoint_id: str) -> None:
+    """Delete a checkpoint once its stream completed; a store that fails then is counted, not raised (the
+    checkpoint expires by its TTL, and the caller has the whole result)."""
+    try:
+        store.delete(checkpoint_id)
+    except Exception as exc:
+        pipeline.recorder.telemetry_error("checkpoint", exc, logged=isinstance(exc, CheckpointUnavailable))
+
+
 def resume(client: Any, checkpoint_id: str, *, store: CheckpointStore | None = None) -> Resumed:
     """Continue the stream saved under ``checkpoint_id`` to its end; return the full text and result."""
     client = _protected(client)
@@ -142,7 +151,7 @@ def resume(client: Any, checkpoint_id: str, *, store: CheckpointStore | None = N
         _continued(pipeline, span, checkpoint)
         for item in pipeline.call_sync(request, seed=seed):
             fold.add(item)
-        st.delete(checkpoint.id)
+        _forget(pipeline, st, checkpoint.id)
         return fold.result()
 
 
@@ -157,5 +166,5 @@ async def aresume(client: Any, checkpoint_id: str, *, store: CheckpointStore | N
         _continued(pipeline, span, checkpoint)
         async for item in await pipeline.call_async(request, seed=seed):
             fold.add(item)
-        st.delete(checkpoint.id)
+        _forget(pipeline, st, checkpoint.id)
         return fold.result()

@@ -122,6 +122,7 @@ K_LIMITER_BACKEND = "llm_middleware.limiter.backend"
 K_CHECKPOINT_BACKEND = "llm_middleware.checkpoint.backend"
 K_ESTIMATE_KIND = "llm_middleware.estimate.kind"  # prompt, max_output, predicted_output
 K_TOKEN_SOURCE = "llm_middleware.token.source"  # estimated, actual
+K_REDIS_FEATURE = "llm_middleware.redis.feature"  # limiter, retry, checkpoint, budget (middleware.redisconn)
 
 
 def label(key: str) -> str:
@@ -148,6 +149,7 @@ L_LIMITER_BACKEND = label(K_LIMITER_BACKEND)
 L_CHECKPOINT_BACKEND = label(K_CHECKPOINT_BACKEND)
 L_ESTIMATE_KIND = label(K_ESTIMATE_KIND)
 L_TOKEN_SOURCE = label(K_TOKEN_SOURCE)
+L_REDIS_FEATURE = label(K_REDIS_FEATURE)
 
 METRIC_ATTRIBUTES: tuple[str, ...] = tuple(v for k, v in list(globals().items()) if k.startswith("K_"))
 OTEL_ATTRIBUTE_FOR_LABEL: dict[str, str] = {label(k): k for k in METRIC_ATTRIBUTES}
@@ -201,6 +203,20 @@ KIND_ACTUAL = "actual"
 # L_OUTCOME on stream resumptions.
 RESUME_SUCCESS = "success"
 RESUME_FAILURE = "failure"
+# L_REDIS_FEATURE: the features sharing state through Redis (middleware.redisconn).
+REDIS_FEATURE_LIMITER = "limiter"
+REDIS_FEATURE_RETRY = "retry"
+REDIS_FEATURE_CHECKPOINT = "checkpoint"
+REDIS_FEATURE_BUDGET = "budget"
+REDIS_FEATURES: tuple[str, ...] = (REDIS_FEATURE_LIMITER, REDIS_FEATURE_RETRY, REDIS_FEATURE_CHECKPOINT,
+                                   REDIS_FEATURE_BUDGET)
+# L_REASON on Redis fallbacks: why an operation did not use Redis.
+REDIS_REASON_TIMEOUT = "timeout"  # connect or read timeout: a slow or stalled Redis
+REDIS_REASON_CONNECTION = "connection"  # refused, reset, unreachable
+REDIS_REASON_ERROR = "error"  # any other Redis error (OOM, READONLY, a script error)
+REDIS_REASON_BACKOFF = "backoff"  # not tried: Redis failed moments ago and its back-off has not expired
+REDIS_REASONS: tuple[str, ...] = (REDIS_REASON_TIMEOUT, REDIS_REASON_CONNECTION, REDIS_REASON_ERROR,
+                                  REDIS_REASON_BACKOFF)
 # Circuit breaker gauge values.
 BREAKER_STATE_VALUES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 BREAKER_OPEN_VALUE = 2
@@ -446,6 +462,15 @@ LIMITER_DECISION_SECONDS = _m(
     f"{P}.limiter.decision.duration", "histogram", (K_LIMITER_BACKEND,),
     "Time one limiter decision takes with a shared backend (Redis, or its local fallback while Redis is down).",
     unit="s", buckets=DECISION_BUCKETS, area="limits",
+)
+
+# ---- Redis: the shared state of the limiter, the retry state, checkpoints and budgets (middleware.redisconn)
+REDIS_FALLBACKS = _m(
+    f"{P}.redis.fallbacks", "counter", (K_REDIS_FEATURE, K_REASON),
+    "Operations on shared state that did not use Redis, by feature and reason (timeout, connection, error; "
+    "backoff: skipped because Redis failed moments ago): answered by the feature's local fallback, or refused "
+    "with RedisConfig.fallback='fail'.",
+    unit="{operation}", area="redis",
 )
 
 # ---- retries

@@ -257,12 +257,14 @@ class Recorder:
         register_recorder(self)
 
     # ------------------------------------------------------------------ plumbing
-    def telemetry_error(self, component: str, exc: BaseException | None = None) -> None:
-        """Count a telemetry failure and log it once per component (never raises)."""
+    def telemetry_error(self, component: str, exc: BaseException | None = None, *, logged: bool = False) -> None:
+        """Count a telemetry failure and log it once per component (never raises).
+
+        ``logged``: the failure was logged already (a Redis outage: once, by ``middleware.redisconn``)."""
         try:
             self.telemetry_errors += 1
             self.m[n.TELEMETRY_ERRORS].add((component,))
-            if component not in self._warned:
+            if not logged and component not in self._warned:
                 self._warned.add(component)
                 log.warning("telemetry failure in %s (further ones are counted, not logged): %r", component, exc)
         except Exception:
@@ -865,6 +867,11 @@ class Recorder:
         self.m[n.LIMITER_FALLBACK_ACTIVE].set((backend,), 1.0 if active else 0.0)
         if active:
             self.m[n.LIMITER_FALLBACKS].add((backend,))
+
+    @_guarded()
+    def redis_fallback(self, feature: str, reason: str) -> None:
+        """RedisEvents: one operation of ``feature`` did not use Redis (failed, or skipped during the back-off)."""
+        self.m[n.REDIS_FALLBACKS].add((feature, reason))
 
     @_guarded()
     def ratelimit_header_error(self, reason: str) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from middleware import Config, ConfigError, LimitConfig, RetryConfig, StreamConfig
+from middleware import Config, ConfigError, CostConfig, LimitConfig, RedisConfig, RetryConfig, StreamConfig
 
 BAD_VALUES = [
     ("MIDDLEWARE_FORCE_STREAM_ABOVE", "abc"),  # the examples first
@@ -47,6 +47,12 @@ BAD_VALUES = [
     ("MIDDLEWARE_REDIS_URL", "redis://cache:99999/0"),
     ("MIDDLEWARE_REDIS_URL", "redis://cache:6379/zero"),
     ("MIDDLEWARE_REDIS_URL", "redis://ca che:6379"),
+    ("MIDDLEWARE_REDIS_TIMEOUT", "0"),
+    ("MIDDLEWARE_REDIS_TIMEOUT", "nan"),
+    ("MIDDLEWARE_REDIS_CONNECT_TIMEOUT", "-1"),
+    ("MIDDLEWARE_REDIS_BACKOFF_INITIAL", "1h"),
+    ("MIDDLEWARE_REDIS_BACKOFF_MAX", "inf"),
+    ("MIDDLEWARE_REDIS_FALLBACK", "retry"),
     ("MIDDLEWARE_CHECKPOINT_REDIS_URL", "localhost:6379"),
     ("MIDDLEWARE_CHECKPOINT_DIR", "ckpt\x00/etc"),
 ]
@@ -88,7 +94,8 @@ def test_careless_but_unambiguous_values_are_read() -> None:
     assert config.limiter_scope == "shared" and config.reserve_output == "predicted"
     assert config.streaming.adaptive_threshold is True and config.streaming.force_stream_above_tokens is None
     assert config.limits.requests_per_window == 1000.0
-    assert config.limits.redis_url == config.retry.redis_url == "rediss://u:p@cache:6380/1"
+    assert config.redis.url == "rediss://u:p@cache:6380/1"
+    assert [config.redis_for(f).url for f in ("limiter", "retry", "budget")] == [config.redis.url] * 3  # type: ignore[union-attr]
 
 
 BAD_OBJECTS: list[tuple[str, Any]] = [
@@ -108,6 +115,13 @@ BAD_OBJECTS: list[tuple[str, Any]] = [
     ("LimitConfig.redis_url", lambda: Config(limits=LimitConfig(redis_url="not-a-url"))),
     ("RetryConfig.max_attempts", lambda: Config(retry=RetryConfig(max_attempts=math.inf))),  # type: ignore[arg-type]
     ("RetryConfig.redis_url", lambda: Config(retry=RetryConfig(redis_url="localhost:6379"))),
+    ("CostConfig.redis_url", lambda: Config(cost=CostConfig(redis_url="cache:6379"))),
+    ("RedisConfig.url", lambda: RedisConfig(url="http://cache:6379")),
+    ("RedisConfig.timeout_seconds", lambda: RedisConfig(timeout_seconds=0)),
+    ("RedisConfig.connect_timeout_seconds", lambda: RedisConfig(connect_timeout_seconds=math.nan)),
+    ("RedisConfig.backoff_initial_seconds", lambda: RedisConfig(backoff_initial_seconds=-1)),
+    ("RedisConfig.backoff_max_seconds", lambda: RedisConfig(backoff_initial_seconds=5, backoff_max_seconds=1)),
+    ("RedisConfig.fallback", lambda: RedisConfig(fallback="explode")),  # type: ignore[arg-type]
 ]
 
 

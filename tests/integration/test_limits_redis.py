@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 
 from middleware.limits import LimitConfig, Limiter, LimiterKey
 from middleware.limits.redis_backend import RedisBackend
+from middleware.redisconn import RedisConfig
 from tests.fixtures.redis_server import RedisServer
 from tests.unit.test_limits_properties import (
     CONFIG,
@@ -36,10 +37,14 @@ class Events:
         return [a for n, a in self.calls if n == "limiter_fallback"]
 
 
-def redis_limiter(url: str, clock: FakeClock | None = None, events: Any = None, **overrides: Any) -> Limiter:
+FAST = RedisConfig(backoff_initial_seconds=0.2, backoff_max_seconds=0.2)  # Redis tried again within 0.2 s
+
+
+def redis_limiter(url: str, clock: FakeClock | None = None, events: Any = None, policy: RedisConfig | None = None,
+                  **overrides: Any) -> Limiter:
     config = LimitConfig(**{**CONFIG, "redis_url": url, "redis_prefix": f"t{uuid.uuid4().hex[:8]}", **overrides})
     if clock is None:
-        return Limiter(config, events)
+        return Limiter(config, events, primary=RedisBackend(config, policy=policy) if policy else None)
     return Limiter(config, events, clock=clock, sleep=lambda s: None, primary=RedisBackend(config, clock=clock))
 
 
@@ -107,7 +112,7 @@ def test_redis_death_falls_back_and_recovers(redis_server: RedisServer, redis_ur
     events = Events()
     prefix = f"t{uuid.uuid4().hex[:8]}"
     lim = redis_limiter(redis_url, events=events, requests_per_window=100, tokens_per_window=10**6,
-                        redis_retry_interval_seconds=0.2, redis_prefix=prefix)
+                        policy=FAST, redis_prefix=prefix)
     peer = redis_limiter(redis_url, requests_per_window=100, tokens_per_window=10**6, redis_prefix=prefix)
     assert peer.reserve(KEY, 1).backend == "redis"  # a second process on the same budget
     assert lim.reserve(KEY, 1).backend == "redis"

@@ -11,10 +11,14 @@ from typing import Any
 import pytest
 
 from middleware.limits import LimitConfig, Limiter, LimiterKey
+from middleware.limits.redis_backend import RedisBackend
+from middleware.redisconn import RedisConfig
 from tests.fixtures.redis_server import RedisServer
 
 RPW, TPW, WINDOW = 20, 2000, 1.0
 PROCESSES = 4
+PROBE_OFTEN = RedisConfig(backoff_initial_seconds=0.1, backoff_max_seconds=0.2)  # back within 0.2 s of Redis
+NEVER_AGAIN = RedisConfig(backoff_initial_seconds=120.0, backoff_max_seconds=120.0)  # no probe during the test
 
 
 class _Events:
@@ -31,8 +35,8 @@ class _Events:
 def _worker(url: str, prefix: str, ready: Any, seconds: float, out: Any) -> None:
     events = _Events()
     config = LimitConfig(requests_per_window=RPW, tokens_per_window=TPW, window_seconds=WINDOW,
-                         max_wait_seconds=30, redis_url=url, redis_prefix=prefix, redis_retry_interval_seconds=0.2)
-    limiter = Limiter(config, events)
+                         max_wait_seconds=30, redis_url=url, redis_prefix=prefix)
+    limiter = Limiter(config, events, primary=RedisBackend(config, policy=PROBE_OFTEN))
     key = LimiterKey("shared:m", "m")
     rng = random.Random()
     admitted: list[tuple[float, int, str]] = []
@@ -103,9 +107,9 @@ def test_redis_killed_and_restarted_mid_run(redis_server: RedisServer, redis_url
 def _peer_worker(url: str, prefix: str, fallback: float | None, ready: Any, seconds: float, out: Any) -> None:
     events = _Events()
     config = LimitConfig(requests_per_window=RPW, tokens_per_window=TPW, window_seconds=WINDOW, max_wait_seconds=30,
-                         redis_url=url, redis_prefix=prefix, redis_retry_interval_seconds=60.0, peer_ttl_seconds=2.0,
+                         redis_url=url, redis_prefix=prefix, peer_ttl_seconds=2.0,
                          fallback_fraction=fallback, initial_margin=0.0)
-    limiter = Limiter(config, events)
+    limiter = Limiter(config, events, primary=RedisBackend(config, policy=NEVER_AGAIN))
     key = LimiterKey("shared:m", "m")
     rng = random.Random()
     admitted: list[tuple[float, int, str]] = []

@@ -48,6 +48,7 @@ def _worker(base_url: str, redis_url: str, prefix: str, seed: int, calls: int, f
 
     from middleware import Config, protect
     from middleware.limits import LimitConfig
+    from middleware.redisconn import RedisConfig
 
     statuses: Counter[int] = Counter()
     sent: list[tuple[float, str]] = []
@@ -64,8 +65,11 @@ def _worker(base_url: str, redis_url: str, prefix: str, seed: int, calls: int, f
     http = default_http_client(event_hooks={"request": [on_request], "response": [on_response]})
     limits = LimitConfig(requests_per_window=RPW, tokens_per_window=TPW, window_seconds=WINDOW,
                          redis_url=redis_url, redis_prefix=prefix, fallback_fraction=fallback,
-                         redis_retry_interval_seconds=0.25, max_wait_seconds=60, jitter_margin_seconds=MARGIN)
-    client = protect(openai.OpenAI(base_url=base_url, api_key="sk-same", http_client=http), Config(limits=limits))
+                         max_wait_seconds=60, jitter_margin_seconds=MARGIN)
+    # Redis is probed again within 0.25 s of a failure (the shared policy's back-off, short for this test)
+    redis = RedisConfig(backoff_initial_seconds=0.25, backoff_max_seconds=0.25)
+    client = protect(openai.OpenAI(base_url=base_url, api_key="sk-same", http_client=http),
+                     Config(limits=limits, redis=redis))
     rng = random.Random(seed)
     jobs = [_body(rng) for _ in range(calls)]
     failures: list[str] = []

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from middleware import Config, ConfigError
+from middleware import Config, ConfigError, LimitConfig, RedisConfig
 
 
 def test_defaults_without_variables() -> None:
@@ -29,7 +29,10 @@ def test_variables_map_to_fields() -> None:
     })
     assert config.limits.requests_per_window == 500 and config.limits.tokens_per_window == 200000
     assert config.limits.window_seconds == 60 and config.limits.max_wait_seconds == 5
-    assert config.limits.redis_url == config.retry.redis_url == "redis://127.0.0.1:6379/0"
+    assert config.redis.url == "redis://127.0.0.1:6379/0"  # shared; the features' own URLs stay unset
+    assert config.limits.redis_url is None and config.retry.redis_url is None and config.cost.redis_url is None
+    assert {f: config.redis_for(f) for f in ("limiter", "retry", "budget", "checkpoint")} == {
+        "limiter": config.redis, "retry": config.redis, "budget": config.redis, "checkpoint": None}
     assert config.retry.max_attempts == 6
     assert config.retry.max_retry_after == 0  # zero is a value, not "unset"
     assert config.retry.breaker_max_wait_seconds == 0
@@ -117,7 +120,34 @@ def test_empty_and_blank_values_mean_unset_and_whitespace_is_ignored() -> None:
 
 def test_unix_and_tls_redis_urls_are_accepted() -> None:
     for url in ("redis://localhost", "rediss://user:pw@cache.example:6380/2", "unix:///run/redis.sock"):
-        assert Config.from_env({"MIDDLEWARE_REDIS_URL": url}).limits.redis_url == url
+        assert Config.from_env({"MIDDLEWARE_REDIS_URL": url}).redis.url == url
+
+
+def test_one_redis_policy_with_per_feature_urls() -> None:
+    """One policy (timeouts, back-off, fallback) for every feature; a feature's own URL only changes where."""
+    config = Config.from_env({
+        "MIDDLEWARE_REDIS_URL": "redis://shared:6379/0", "MIDDLEWARE_BUDGET_REDIS_URL": "redis://budgets:6379/1",
+        "MIDDLEWARE_CHECKPOINT_REDIS_URL": "redis://ckpt:6379/2", "MIDDLEWARE_REDIS_TIMEOUT": "0.1",
+        "MIDDLEWARE_REDIS_CONNECT_TIMEOUT": "0.05", "MIDDLEWARE_REDIS_BACKOFF_INITIAL": "0.5",
+        "MIDDLEWARE_REDIS_BACKOFF_MAX": "30", "MIDDLEWARE_REDIS_FALLBACK": "FAIL",
+    })
+    policy = RedisConfig(None, 0.05, 0.1, 0.5, 30.0, "fail")
+    urls = {"limiter": "redis://shared:6379/0", "retry": "redis://shared:6379/0", "budget": "redis://budgets:6379/1",
+            "checkpoint": "redis://ckpt:6379/2"}
+    for feature, url in urls.items():
+        assert config.redis_for(feature) == policy.with_url(url), feature
+    own = Config(limits=LimitConfig(redis_url="redis://limits:6379/0"), redis=RedisConfig(url="redis://shared/0"))
+    assert own.redis_for("limiter") == RedisConfig(url="redis://limits:6379/0")  # the feature's URL wins
+    assert own.redis_for("retry") == RedisConfig(url="redis://shared/0")
+    assert Config().redis_for("limiter") is None  # no Redis anywhere: in-process state
+
+
+def test_a_backoff_rule_across_two_variables_names_both() -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.from_env({"MIDDLEWARE_REDIS_BACKOFF_INITIAL": "20", "MIDDLEWARE_REDIS_BACKOFF_MAX": "5"})
+    message = str(info.value)
+    assert message.startswith("MIDDLEWARE_REDIS_BACKOFF_INITIAL / MIDDLEWARE_REDIS_BACKOFF_MAX:"), message
+    assert "MIDDLEWARE_REDIS_TIMEOUT" not in message
 
 
 def test_metrics_addr_is_read_through_the_table() -> None:

@@ -8,13 +8,13 @@ import time
 
 import pytest
 
+from middleware.redisconn import RedisConfig, RedisLink
 from middleware.retry import (
     OPEN,
     RedisCircuitBreaker,
     RedisRetryBudget,
     RetryConfig,
     RetryController,
-    redis_support,
 )
 from tests.fixtures.redis_server import RedisServer
 from tests.unit.test_retry_breaker import FakeClock
@@ -95,14 +95,13 @@ def test_unreachable_redis_falls_back_to_memory() -> None:
     assert time.monotonic() - started < 2.0  # short timeouts, then no more attempts for a while
 
 
-def test_redis_dying_mid_flight_never_fails_the_call(redis_server: RedisServer, redis_url: str,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(redis_support, "REDIS_RETRY_AFTER_SECONDS", 0.0)
+def test_redis_dying_mid_flight_never_fails_the_call(redis_server: RedisServer, redis_url: str) -> None:
+    link = RedisLink(RedisConfig(redis_url, backoff_initial_seconds=0.0, backoff_max_seconds=0.0))  # no back-off
     cfg = RetryConfig(budget_ratio=0.0, budget_min_retries_per_second=0.1, budget_window_seconds=10.0,
                       breaker_min_calls=100)
     clock = FakeClock()
-    ctl = RetryController(cfg, RedisRetryBudget(cfg, redis_url, clock=clock),
-                          RedisCircuitBreaker(cfg, redis_url, clock=clock), clock=clock)
+    ctl = RetryController(cfg, RedisRetryBudget(cfg, link, clock=clock),
+                          RedisCircuitBreaker(cfg, link, clock=clock), clock=clock)
     assert run(ctl.start("k", "chat", "m"), status_error(500)) == [None, "budget_exhausted"]  # shared floor: 1
     redis_server.kill()
     # Memory fallback: its own floor of 1 retry, then exhausted; no exception reaches the caller.
