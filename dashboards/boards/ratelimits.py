@@ -11,6 +11,7 @@ from middleware.telemetry.names import (
     L_LIMITER_BACKEND,
     L_MODEL,
     L_REASON,
+    L_REDIS_FEATURE,
     L_RESOURCE,
     L_TOKEN_TYPE,
     LIMITER_DECISION_SECONDS,
@@ -21,6 +22,7 @@ from middleware.telemetry.names import (
     RATELIMIT_HEADER_ERRORS,
     RATELIMIT_LIMIT,
     RATELIMIT_REMAINING,
+    REDIS_FALLBACKS,
     THROTTLE_DECISIONS,
     THROTTLE_WAIT,
     TOKENS_RESERVED,
@@ -97,6 +99,12 @@ def build(cfg: MixinConfig) -> Dashboard:
                        Query(sum_rate(sel(LIMITER_FALLBACKS), (L_LIMITER_BACKEND,)),
                              "switches/s " + legend(L_LIMITER_BACKEND))),
                       kind="stat", thresholds=((1, "red"),)),
+                Panel("Redis operations answered locally", "Operations of each feature sharing state through "
+                      "Redis (limiter, retry, checkpoint, budget) that did not use Redis, by reason: timeout, "
+                      "connection, error, or skipped during the back-off after a failure. Non-zero: the fleet "
+                      "decides with local state (see LlmRedisFallbacks).", "ops",
+                      (Query(sum_rate(sel(REDIS_FALLBACKS), (L_REDIS_FEATURE, L_REASON)),
+                             legend(L_REDIS_FEATURE, L_REASON)),)),
                 Panel("Limiter decision time", "p50/p99 time of one limiter decision by backend. Redis p99 above a "
                       "few ms adds latency to every call: check Redis load and round-trip time.", "s",
                       (Query(quantile(0.5, decision_buckets, (L_LIMITER_BACKEND,)),

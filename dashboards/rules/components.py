@@ -34,6 +34,7 @@ from middleware.telemetry.names import (
     L_MODEL,
     L_OUTCOME,
     L_REASON,
+    L_REDIS_FEATURE,
     L_RESOURCE,
     L_STREAM_END,
     L_TOKEN_TYPE,
@@ -43,6 +44,9 @@ from middleware.telemetry.names import (
     RATE_LIMITED_RESPONSES,
     RATELIMIT_LIMIT,
     RATELIMIT_REMAINING,
+    REDIS_FALLBACKS,
+    REDIS_FEATURE_LIMITER,
+    REDIS_REASON_TIMEOUT,
     REQUESTS,
     RETRY_BUDGET_EXHAUSTED,
     STREAM_END_COMPLETED,
@@ -208,6 +212,24 @@ def limiter_alerts(cfg: MixinConfig, w: Windows) -> list[Alert]:
                        "llm-rate-limits"),
                Scenario((series(cfg, LIMITER_FALLBACK_ACTIVE, "1x30", {L_LIMITER_BACKEND: "redis"}),), "0m",
                         job_labels(cfg, {L_LIMITER_BACKEND: "redis"}))),
+        _alert("LlmRedisFallbacks",
+               f"sum by ({g}, {L_REDIS_FEATURE}) (rate({_s(REDIS_FALLBACKS)}[{w('5m')}])) > 0", w("5m"),
+               "warning", "Shared state in Redis unusable: features decide locally",
+               f"{_JOB_TEXT}: {label_ref(L_REDIS_FEATURE)} operations keep falling back from Redis to local "
+               "state.",
+               Runbook("Redis is down, slow (commands past the timeout) or refusing commands, for the feature "
+                       "named: limiter, retry (budget and breaker), checkpoint or budget.",
+                       "Each process decides alone: the fleet can exceed rate limits and budgets, retry storms "
+                       "are bounded per process only, checkpoints are skipped (a crash loses the stream). With "
+                       "fallback=fail, admission is refused instead (RedisUnavailable).",
+                       "Rate limits dashboard, Redis operations answered locally (by feature and reason); Redis "
+                       "logs, latency and memory; the WARNING the middleware logs when Redis becomes unusable.",
+                       "Restore Redis (health, memory, network, password); processes use it again after their "
+                       "back-off (MIDDLEWARE_REDIS_BACKOFF_MAX at most). Raise MIDDLEWARE_REDIS_TIMEOUT if Redis "
+                       "is only slow.", "llm-rate-limits"),
+               Scenario((series(cfg, REDIS_FALLBACKS, "0+60x30", {L_REDIS_FEATURE: REDIS_FEATURE_LIMITER,
+                                                                  L_REASON: REDIS_REASON_TIMEOUT}),),
+                        "1m", job_labels(cfg, {L_REDIS_FEATURE: REDIS_FEATURE_LIMITER}))),
         _alert("LlmTokenEstimateDrift", f"{rec.ESTIMATE_ERROR_P90} > {cfg.estimate_error_p90_max:g}", w("30m"),
                "warning", "Token estimates drifting",
                f"{_JM_TEXT}: p90 {label_ref(L_TOKEN_TYPE)} estimate error above "

@@ -403,10 +403,10 @@ def test_observability_e2e(make_simulator: Callable[..., Any], prometheus_factor
               ("LlmStreamStallsHigh", "LlmStreamInterruptionsHigh", "LlmStreamResumptionFailures",
                "LlmTimeToFirstChunkHigh"),
               headers=_stream_faults),
-        Phase("operations", "Redis limiter unreachable, file refusals (escape, binary), a progress callback "
-                            "that raises; x-sim-fault bad_ratelimit_headers (garbage x-ratelimit-* values) on "
+        Phase("operations", "Redis limiter and budgets unreachable, file refusals (escape, binary), a progress "
+                            "callback that raises; x-sim-fault bad_ratelimit_headers (garbage x-ratelimit-* values) on "
                             "1/4 of the calls",
-              ("LlmLimiterRedisFallback", "LlmFileRefusalsSpike", "LlmTelemetryErrors"),
+              ("LlmLimiterRedisFallback", "LlmRedisFallbacks", "LlmFileRefusalsSpike", "LlmTelemetryErrors"),
               headers=_pct(1 / 4, "bad_ratelimit_headers")),
         Phase("unpriced", f"every non-streaming chat call to {UNPRICED_MODEL} (not in the price table): about "
                           "1/6 of the calls", ("LlmUnpricedTrafficHigh",), unpriced_every=1),
