@@ -98,3 +98,43 @@ class SpanStats(SpanProcessor):
                 self.slowest.append((seconds, span.name, trace_id))
                 self.slowest.sort(reverse=True)
                 del self.slowest[self._keep:]
+
+
+class SafeLogExporter:
+    """Wraps a log record exporter: exceptions and failures are counted, never raised.
+
+    Duck-typed (the SDK's log exporter base class moved between releases): ``export``, ``force_flush`` and
+    ``shutdown`` as a ``BatchLogRecordProcessor`` calls them.
+    """
+
+    def __init__(self, inner: Any, name: str, failures: ExportFailures) -> None:
+        self.inner, self.name, self.failures = inner, name, failures
+
+    def export(self, batch: Sequence[Any]) -> Any:
+        try:
+            result = self.inner.export(batch)
+        except Exception as exc:
+            self.failures.failed(self.name, exc)
+            return _log_failure()
+        if getattr(result, "name", "SUCCESS") != "SUCCESS":
+            self.failures.failed(self.name, result)
+        return result
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        try:
+            return bool(self.inner.force_flush(timeout_millis))
+        except Exception:
+            return False
+
+    def shutdown(self) -> None:
+        try:
+            self.inner.shutdown()
+        except Exception as exc:
+            self.failures.failed(self.name, exc)
+
+
+def _log_failure() -> Any:
+    from opentelemetry.sdk._logs import export as log_export
+
+    result = getattr(log_export, "LogRecordExportResult", None) or log_export.LogExportResult
+    return result.FAILURE

@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .exporters import SpanStats
 
 log = logging.getLogger("middleware.telemetry")
+LOGGER_NAME = "middleware"  # the logger whose records (and its children's) are exported as OTLP logs
 
 DEFAULT_METRICS_PORT = 9464
 
@@ -102,6 +103,10 @@ class TelemetryHandle:
     metrics_port: int | None = None
     installed_tracer: bool = False
     installed_meter: bool = False
+    logger_provider: Any = None
+    """The OTLP log pipeline setup installed (None when it installed none)."""
+    log_handler: logging.Handler | None = None
+    """The bridge from the ``middleware`` logger to ``logger_provider`` (removed by ``shutdown()``)."""
     failures: ExportFailures = field(default_factory=ExportFailures)
     span_stats: SpanStats | None = None
     otlp_endpoint: str | None = None
@@ -109,9 +114,12 @@ class TelemetryHandle:
     """Where finished spans are kept locally (``middleware traces``); None when they are not."""
 
     def shutdown(self) -> None:
-        """Flush exporters and stop the metrics server; never raises."""
+        """Flush exporters, detach the log bridge and stop the metrics server; never raises."""
+        if self.log_handler is not None:
+            logging.getLogger(LOGGER_NAME).removeHandler(self.log_handler)
+            self.log_handler = None
         for provider in (self.tracer_provider if self.installed_tracer else None,
-                         self.meter_provider if self.installed_meter else None):
+                         self.meter_provider if self.installed_meter else None, self.logger_provider):
             if provider is not None:
                 try:
                     provider.shutdown()
@@ -135,7 +143,33 @@ def _otlp_endpoint(signal: str) -> str | None:
 
 def _provider_is_default(provider: object) -> bool:
     return type(provider).__name__ in ("ProxyTracerProvider", "ProxyMeterProvider", "NoOpTracerProvider",
-                                       "NoOpMeterProvider", "_ProxyMeterProvider")
+                                       "NoOpMeterProvider", "_ProxyMeterProvider", "ProxyLoggerProvider",
+                                       "NoOpLoggerProvider")
+
+
+def _logs_wanted(use_otlp: bool) -> bool:
+    """OTLP log export: with OTLP, unless ``OTEL_LOGS_EXPORTER`` says ``none`` (or names no OTLP exporter)."""
+    if not use_otlp:
+        return False
+    exporters = {e.strip().lower() for e in os.environ.get("OTEL_LOGS_EXPORTER", "otlp").split(",")}
+    return any(e.startswith("otlp") for e in exporters)
+
+
+def _logger_provider_is_default() -> bool:
+    from opentelemetry import _logs
+
+    return _provider_is_default(_logs.get_logger_provider())
+
+
+def _bridge(provider: Any) -> logging.Handler:
+    """The SDK's logging bridge for ``provider`` (its deprecation points at a package we do not require)."""
+    import warnings
+
+    from opentelemetry.sdk._logs import LoggingHandler
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return LoggingHandler(level=logging.NOTSET, logger_provider=provider)
 
 
 _ON = ("1", "true", "yes", "on", "always")
@@ -175,6 +209,7 @@ def setup_telemetry(
     traces_dir: str | os.PathLike[str] | None = None,
     traces_max_bytes: int = DEFAULT_MAX_BYTES,
     traces_backups: int = DEFAULT_BACKUPS,
+    log_level: int | str | None = None,
 ) -> TelemetryHandle:
     """Install tracer/meter providers (unless the application already has them) and serve ``/metrics``.
 
@@ -184,6 +219,11 @@ def setup_telemetry(
     when they would otherwise go nowhere (no OTLP, no ``span_exporters``); ``True`` keeps them as well,
     ``False`` never. The store is ``traces_dir``, else ``$MIDDLEWARE_TRACES_DIR``, else the user's state
     folder, rotated past ``traces_max_bytes`` with ``traces_backups`` older files.
+
+    With OTLP, the ``middleware`` logger's records are exported as OTLP logs too (with the trace and span
+    of the call that emitted them), unless ``OTEL_LOGS_EXPORTER=none`` or the application installed its own
+    logger provider (then its logging bridge decides). Which records go is the ``middleware`` logger's
+    effective level (the application's logging configuration); ``log_level`` sets it.
 
     Fails before it installs anything (missing ``otel`` extra: :class:`MissingExtraError`; bad setting:
     :class:`ConfigError`; busy port: ``OSError``), or not at all: a failure after the port is bound
@@ -206,6 +246,15 @@ def setup_telemetry(
         except RuntimeError as exc:  # no home folder to hold the default store: spans are not kept
             log.warning("no folder for the local trace store (%s): set MIDDLEWARE_TRACES_DIR to keep spans", exc)
     install_meter = use_otlp and _provider_is_default(otel_metrics.get_meter_provider())
+    if log_level is not None:
+        try:
+            log_level = logging.getLevelName(log_level.upper()) if isinstance(log_level, str) else int(log_level)
+            if not isinstance(log_level, int):
+                raise ValueError(log_level)
+        except (TypeError, ValueError):
+            raise ConfigError(f"log_level must be a logging level (DEBUG, INFO, WARNING, ERROR), not "
+                              f"{log_level!r}") from None
+    install_logs = _logs_wanted(use_otlp) and _logger_provider_is_default()
     if install_tracer or install_meter:
         try:
             from opentelemetry.sdk.metrics import MeterProvider
@@ -224,6 +273,17 @@ def setup_telemetry(
                 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
             except ImportError as exc:
                 raise _missing(exc, "setup_telemetry() with OTLP", "opentelemetry-exporter-otlp-proto-http") from exc
+    if install_logs:
+        try:
+            from opentelemetry._logs import get_logger_provider, set_logger_provider
+            from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+            from opentelemetry.sdk._logs import LoggerProvider
+            from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+            from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
+
+            from .exporters import SafeLogExporter
+        except ImportError as exc:
+            raise _missing(exc, "setup_telemetry() with OTLP", "opentelemetry-exporter-otlp-proto-http") from exc
 
     handle = TelemetryHandle()
     handle.otlp_endpoint = traces_endpoint if use_otlp else None
@@ -243,7 +303,7 @@ def setup_telemetry(
     try:
         tracer_provider: Any = None
         meter_provider: Any = None
-        if install_tracer or install_meter:
+        if install_tracer or install_meter or install_logs:
             resource = Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME", service_name)})
             if SERVICE_INSTANCE_ID not in resource.attributes:  # one value per run: ``middleware traces`` groups by it
                 resource = resource.merge(Resource({SERVICE_INSTANCE_ID: uuid.uuid4().hex}))
@@ -271,6 +331,14 @@ def setup_telemetry(
             meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
             undo[-1] = meter_provider.shutdown
 
+        logger_provider: Any = None
+        if install_logs:
+            logger_provider = LoggerProvider(resource=resource)
+            undo.append(logger_provider.shutdown)
+            logger_provider.add_log_record_processor(
+                BatchLogRecordProcessor(cast(Any, SafeLogExporter(OTLPLogExporter(), "otlp_logs", handle.failures))))
+            handler = _bridge(logger_provider)
+
         if tracer_provider is not None:
             trace.set_tracer_provider(tracer_provider)
             if trace.get_tracer_provider() is tracer_provider:
@@ -284,6 +352,15 @@ def setup_telemetry(
                 handle.meter_provider, handle.installed_meter = meter_provider, True
             else:
                 meter_provider.shutdown()
+        if logger_provider is not None:
+            set_logger_provider(logger_provider)
+            if get_logger_provider() is logger_provider:
+                handle.logger_provider, handle.log_handler = logger_provider, handler
+                logging.getLogger(LOGGER_NAME).addHandler(handler)
+            else:
+                logger_provider.shutdown()
+        if isinstance(log_level, int):
+            logging.getLogger(LOGGER_NAME).setLevel(log_level)
     except BaseException:
         for step in reversed(undo):
             try:
