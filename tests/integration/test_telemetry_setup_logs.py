@@ -73,3 +73,36 @@ def test_records_are_exported_as_otlp_logs_in_the_call_trace(simulator: Simulato
 def test_no_logs_when_otel_logs_exporter_is_none(simulator: Simulator, otlp_sink: OtlpReceiver) -> None:
     run(simulator, otlp_sink, "INFO", OTEL_LOGS_EXPORTER="none")
     assert otlp_sink.logs == [] and otlp_sink.spans  # traces still go
+
+
+UNREACHABLE = """
+import json, socket, sys, time, uuid
+import openai
+import middleware
+from middleware import Config, RetryConfig, protect
+
+handle = middleware.setup_telemetry(metrics_port=None, log_level="INFO")
+client = protect(openai.OpenAI(base_url=sys.argv[1], api_key="sk-logs"),
+                 Config(retry=RetryConfig(base_delay=0.01, jitter="none")))
+started = time.monotonic()
+reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+                                       max_tokens=5, extra_headers={"x-sim-fault": "status=503",
+                                                                    "x-sim-fault-key": uuid.uuid4().hex})
+took = time.monotonic() - started
+handle.shutdown()
+print(json.dumps({"content": reply.choices[0].message.content, "took": took, "failures": handle.failures.counts}))
+"""
+
+
+def test_an_unreachable_otlp_endpoint_never_breaks_a_call(simulator: Simulator) -> None:
+    """Logs, spans and metrics all go to a closed port: the call succeeds at its usual pace, failures are
+    counted per exporter (the OTLP exporters retry in their own threads, bounded by OTEL_EXPORTER_OTLP_TIMEOUT)."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "MIDDLEWARE_"))}
+    full.update({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+                 "PYTHONPATH": str(ROOT)})
+    out = subprocess.run([sys.executable, "-c", UNREACHABLE, simulator.base_url], capture_output=True, text=True,
+                         timeout=120, env=full, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["content"] and report["took"] < 5  # no exporter sits on the call path
+    assert report["failures"].get("otlp_logs", 0) >= 1 and report["failures"].get("otlp_traces", 0) >= 1
