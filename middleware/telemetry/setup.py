@@ -246,14 +246,13 @@ def setup_telemetry(
         except RuntimeError as exc:  # no home folder to hold the default store: spans are not kept
             log.warning("no folder for the local trace store (%s): set MIDDLEWARE_TRACES_DIR to keep spans", exc)
     install_meter = use_otlp and _provider_is_default(otel_metrics.get_meter_provider())
+    level: int | None = None
     if log_level is not None:
-        try:
-            log_level = logging.getLevelName(log_level.upper()) if isinstance(log_level, str) else int(log_level)
-            if not isinstance(log_level, int):
-                raise ValueError(log_level)
-        except (TypeError, ValueError):
+        named = logging.getLevelName(log_level.upper()) if isinstance(log_level, str) else log_level
+        if isinstance(named, bool) or not isinstance(named, int):
             raise ConfigError(f"log_level must be a logging level (DEBUG, INFO, WARNING, ERROR), not "
-                              f"{log_level!r}") from None
+                              f"{log_level!r}")
+        level = named
     install_logs = _logs_wanted(use_otlp) and _logger_provider_is_default()
     if install_tracer or install_meter:
         try:
@@ -359,8 +358,8 @@ def setup_telemetry(
                 logging.getLogger(LOGGER_NAME).addHandler(handler)
             else:
                 logger_provider.shutdown()
-        if isinstance(log_level, int):
-            logging.getLogger(LOGGER_NAME).setLevel(log_level)
+        if level is not None:
+            logging.getLogger(LOGGER_NAME).setLevel(level)
     except BaseException:
         for step in reversed(undo):
             try:

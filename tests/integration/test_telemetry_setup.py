@@ -160,6 +160,19 @@ report["port_free"] = port_free({port})
     assert r["globals_untouched"] is True and r["port_free"] is True
 
 
+def test_invalid_log_level_is_a_config_error_before_anything(tmp_path: Path) -> None:
+    port = free_port()
+    r = run(f"""
+from opentelemetry import _logs
+attempt(metrics_port={port}, log_level="LOUD")
+report["port_free"] = port_free({port})
+report["logger_provider"] = type(_logs.get_logger_provider()).__name__
+""", tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9")
+    assert r["outcome"].startswith("ConfigError") and "log_level" in r["outcome"] and "'LOUD'" in r["outcome"]
+    assert r["globals_untouched"] is True and r["port_free"] is True
+    assert r["logger_provider"] in ("ProxyLoggerProvider", "NoOpLoggerProvider")
+
+
 def test_an_application_provider_is_kept_and_no_local_store_is_added(tmp_path: Path) -> None:
     r = run("""
 from opentelemetry.sdk.trace import TracerProvider
