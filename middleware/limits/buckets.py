@@ -359,21 +359,6 @@ def learn_bias(state: KeyState, b: Bucket, d: Debit, full: float, provisional: b
             state.bias_base = (d.spent, d.raw, b.dropped, b.corrections)
 
 
-def learn(
-    state: KeyState,
-    configured: dict[str, float | None],
-    windows_of: Callable[[float | None], dict[str, float]],
-    now: float,
-    seen: LearnedLimits,
-    scale: float = 1.0,
-    margin: float = 0.0,
-    charge: Charge | None = None,
-    initial: float = 0.0,
-) -> dict[str, LimitState]:
-    """Adopt header limits and window, then correct the levels (``learn_shaped``)."""
-    return learn_shaped(state, configured, windows_of, now, seen, scale, margin, charge, initial)[0]
-
-
 def learn_shaped(
     state: KeyState,
     configured: dict[str, float | None],

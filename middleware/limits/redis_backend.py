@@ -126,7 +126,7 @@ class RedisBackend:
         )
 
     def learn(self, key: LimiterKey, seen: LearnedLimits, charge: Charge | None = None) -> dict[str, LimitState]:
-        """Adopt limits, window (and bias) from headers and correct the levels (``buckets.learn``)."""
+        """Adopt limits, window (and bias) from headers and correct the levels (``buckets.learn_shaped``)."""
         args = [_arg(m.get(b)) for b in BUCKETS[:2] for m in (seen.limits, seen.remaining)]
         args += [_arg(seen.window), _arg(seen.bias)]
         args += ["", "", "", ""] if charge is None else [
