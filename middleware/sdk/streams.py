@@ -37,6 +37,11 @@ class StreamDriver(Protocol):
     def claim(self) -> None:
         """The stream that carries the call was built: the call now ends with it."""
 
+    @property
+    def hides_null_usage(self) -> bool:
+        """True when the caller did not ask for usage on a chat stream and the middleware did: the
+        ``"usage": null`` every chunk then carries is taken out before the SDK parses it."""
+
     def on_chunk(self, chunk: Any) -> bool:
         """Record a chunk; False hides it from the caller."""
 
@@ -72,6 +77,89 @@ def put_observer(response: Any, observer: Any) -> None:
         response.extensions = {**(extensions or {}), OBSERVER_EXTENSION: observer}
 
 
+# ``stream_options.include_usage`` makes every chat chunk carry ``"usage": null`` until the last one. When the
+# middleware asked for usage and the caller did not, those bytes are taken out of the response before the SDK's
+# SSE decoder sees them: the caller's chunks are then exactly what the raw SDK gives it (``usage`` not set, as
+# ``model_dump(exclude_unset=True)`` and ``to_dict()`` show), and the SDK does not parse a field on every chunk
+# (2-5 us a chunk on openai 3.x: ``benchmarks/bench_overhead.py``). Only these exact spellings are removed: inside
+# a JSON string quotes are escaped, so they can only be a key of an object, and a ``"usage": null`` key means what
+# an absent one means to the SDK's models. A network read that ends inside one holds back those few bytes (never
+# an event's end) until the next read completes them.
+_NULL_USAGE = (b',"usage":null', b', "usage": null')
+_KEY = b'"usage"'
+
+
+def _held_tail(data: bytes) -> int:
+    """How many bytes at the end of ``data`` begin one of the ``_NULL_USAGE`` spellings (0 if none)."""
+    start = data.rfind(b",", max(0, len(data) - len(_NULL_USAGE[1]) + 1))
+    if start < 0:
+        return 0
+    tail = data[start:]
+    return len(tail) if _NULL_USAGE[0].startswith(tail) or _NULL_USAGE[1].startswith(tail) else 0
+
+
+def _strip(data: bytes) -> bytes:
+    for pattern in _NULL_USAGE:
+        if pattern in data:
+            data = data.replace(pattern, b"")
+    return data
+
+
+def strip_null_usage(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The response bytes without the ``"usage": null`` members of chat chunks (see ``_NULL_USAGE``)."""
+    held = b""
+    for data in chunks:
+        if held:
+            data, held = held + data, b""
+        if _KEY in data:
+            data = _strip(data)
+        if data[-1:] != b"\n" and (keep := _held_tail(data)):  # a read that ends an event holds nothing back
+            data, held = data[:-keep], data[-keep:]
+        if data:
+            yield data
+    if held:
+        yield held
+
+
+async def astrip_null_usage(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Async twin of :func:`strip_null_usage`."""
+    held = b""
+    async for data in chunks:
+        if held:
+            data, held = held + data, b""
+        if _KEY in data:
+            data = _strip(data)
+        if data[-1:] != b"\n" and (keep := _held_tail(data)):  # a read that ends an event holds nothing back
+            data, held = data[:-keep], data[-keep:]
+        if data:
+            yield data
+    if held:
+        yield held
+
+
+class _NullUsageDecoder:
+    """The SDK's SSE decoder, fed the response bytes through :func:`strip_null_usage`."""
+
+    def __init__(self, decoder: Any) -> None:
+        self._decoder = decoder
+
+    def iter_bytes(self, iterator: Iterator[bytes]) -> Any:
+        return self._decoder.iter_bytes(strip_null_usage(iterator))
+
+    def aiter_bytes(self, iterator: AsyncIterator[bytes]) -> Any:
+        return self._decoder.aiter_bytes(astrip_null_usage(iterator))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._decoder, name)
+
+
+def hide_null_usage(stream: Any) -> None:
+    """Have ``stream`` (an SDK ``Stream``/``AsyncStream`` not yet iterated) drop ``"usage": null`` members."""
+    decoder = getattr(stream, "_decoder", None)
+    if decoder is not None and not isinstance(decoder, _NullUsageDecoder):
+        stream._decoder = _NullUsageDecoder(decoder)
+
+
 def _take_observer(response: Any) -> Any:
     extensions = getattr(response, "extensions", None)
     if isinstance(extensions, MutableMapping):
@@ -90,6 +178,8 @@ class _Guard:
         if observer is not None:
             self._mw = observer
             observer.claim()
+            if observer.hides_null_usage:
+                hide_null_usage(self)
 
     @property
     def checkpoint_id(self) -> str | None:
@@ -155,6 +245,8 @@ class SyncGuard(_Guard):
                 continue
             self._mw_close_current()
             self._mw_current = stream
+            if obs.hides_null_usage:
+                hide_null_usage(stream)
             it: Iterator[Any] = iter(stream)
             return it
         return None
@@ -226,6 +318,8 @@ class AsyncGuard(_Guard):
                 continue
             await self._mw_close_current()
             self._mw_current = stream
+            if obs.hides_null_usage:
+                hide_null_usage(stream)
             ait: AsyncIterator[Any] = stream.__aiter__()
             return ait
         return None

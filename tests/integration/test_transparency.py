@@ -22,9 +22,10 @@ VOLATILE = {
 
 
 def normalise(value: Any) -> Any:
-    """A comparable form of an SDK object: its dump without ids and timestamps."""
+    """A comparable form of an SDK object: the fields it was given (``exclude_unset``: a field the server sent as
+    ``null`` differs from one it left out, as ``to_dict()`` shows a caller), without ids and timestamps."""
     if isinstance(value, BaseModel):
-        value = value.model_dump()
+        value = value.model_dump(exclude_unset=True)
     if isinstance(value, dict):
         return {k: normalise(v) for k, v in value.items() if k not in VOLATILE}
     if isinstance(value, list):
@@ -152,6 +153,9 @@ def test_include_usage_added_but_hidden(simulator: Any, protect_with: Any, telem
     assert asked[-1].usage is not None and not asked[-1].choices
     spans = telemetry.spans(f"chat {MODEL}")
     assert all(s.attributes[n.A_USAGE_OUTPUT] > 0 for s in spans)  # usage known on both streams
+    # The "usage": null the API adds to every chunk once usage is asked for reaches only the caller who asked.
+    assert all("usage" not in c.model_fields_set and "usage" not in c.to_dict() for c in chunks)
+    assert all("usage" in c.model_fields_set for c in asked)
 
 
 def test_sdk_retries_disabled_on_routed_calls(simulator: Any, protect_with: Any, telemetry: Any) -> None:
