@@ -69,6 +69,7 @@ class StreamObserver:
     __slots__ = (
         "__weakref__",
         "_body",
+        "_chat",
         "_children",
         "_created",
         "_event_limit",
@@ -78,6 +79,9 @@ class StreamObserver:
         "_interval",
         "_last",
         "_next_ckpt",
+        "_next_count",
+        "_next_due",
+        "_next_event",
         "_next_flush",
         "_next_progress",
         "_opening",
@@ -112,8 +116,12 @@ class StreamObserver:
         self._body = ctx.body
         self.partial = PartialResult()
         self._event_limit = 0
+        self._chat = ctx.operation == "chat"
+        self._next_event: float = math.inf  # the chunk index of the next chunk span event (set when claimed)
         self._flushed = 0
         self._next_flush = 0.0
+        self._next_due = 0.0  # the soonest of _next_flush and _next_progress
+        self._next_count: float = 0  # the soonest chunk count at which a flush or a checkpoint falls due
         self._seam: float | None = None
         self._splice: tuple[str, int] | None = None
         self._opening = False
@@ -153,8 +161,12 @@ class StreamObserver:
         self.claimed = True
         recorder = self.pipeline.recorder
         self._event_limit = recorder.chunk_event_limit(self.ctx)
+        if self.ctx.recording and self._event_limit > 0:
+            self._next_event = self.ctx.chunks + 1 if self.ctx.chunks < CHUNK_EVENTS_FIRST \
+                else (self.ctx.chunks // CHUNK_EVENTS_EVERY + 1) * CHUNK_EVENTS_EVERY
         if self.on_progress is not None:
             self._next_progress = time.monotonic() + self._interval
+        self._reschedule()
         recorder.stream_opened(self.ctx)
 
     @property
@@ -174,25 +186,43 @@ class StreamObserver:
     def on_chunk(self, chunk: Any) -> bool:
         """Record one chunk; return False when the chunk must be hidden from the caller."""
         now = time.monotonic()
-        ctx = self.ctx
         last = self._last
+        self._last = now
         if last is None:
             self._first(now)
         else:
             self._gaps.append(now - last)
-        self._last = now
+        ctx = self.ctx
         index = ctx.chunks = ctx.chunks + 1
-        if ctx.recording and (index <= CHUNK_EVENTS_FIRST or index % CHUNK_EVENTS_EVERY == 0) \
-                and ctx.chunk_events < self._event_limit:
-            self.pipeline.recorder.chunk_event(ctx, index)
-        visible = self._read_chat(chunk) if ctx.operation == "chat" else self._read_event(chunk)
+        if index >= self._next_event:
+            self._chunk_event(index)
+        visible = self._read_chat(chunk) if self._chat else self._read_event(chunk)
+        if now >= self._next_due or index >= self._next_count:
+            self._due(now, index)
+        return visible
+
+    def _chunk_event(self, index: int) -> None:
+        """A chunk span event (the first chunks, then every k-th, within the span's event limit)."""
+        ctx = self.ctx
+        if ctx.chunk_events < self._event_limit and self.pipeline.recorder.chunk_event(ctx, index):
+            self._next_event = index + 1 if index < CHUNK_EVENTS_FIRST \
+                else (index // CHUNK_EVENTS_EVERY + 1) * CHUNK_EVENTS_EVERY
+        else:
+            self._next_event = math.inf
+
+    def _due(self, now: float, index: int) -> None:
+        """What falls due by time or by count: the live flush, a progress report, a checkpoint."""
         if now >= self._next_flush or len(self._gaps) >= FLUSH_EVERY:
             self.flush(now)
         if now >= self._next_progress:
             self._report(now)
-        if ctx.chunks >= self._next_ckpt:
+        if index >= self._next_ckpt:
             self.write_checkpoint()
-        return visible
+        self._reschedule()
+
+    def _reschedule(self) -> None:
+        self._next_due = min(self._next_flush, self._next_progress)
+        self._next_count = min(self._flushed + FLUSH_EVERY, self._next_ckpt)
 
     def _first(self, now: float) -> None:
         seam = self._seam

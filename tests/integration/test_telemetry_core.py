@@ -221,6 +221,19 @@ def test_chunk_events_bounded_then_summarised(simulator: Any, protect_with: Any,
     assert summary.attributes[n.A_CHUNKS_DROPPED] == len(chunks) + 1 - len(chunk_events)
 
 
+def test_chunk_events_first_ten_then_every_fiftieth_then_the_last(simulator: Any, protect_with: Any,
+                                                                   telemetry: Any) -> None:
+    # The documented policy (docs/architecture.md): chunks 1-10, then 50, 100, ..., then the last chunk.
+    client = _client(simulator, protect_with)
+    chunks = list(client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=400, stream=True,
+                                                 extra_headers={"x-sim-output-tokens": "120"}))
+    [span] = _stream_spans(telemetry)
+    indices = [e.attributes[n.A_CHUNK_INDEX] for e in span.events if e.name == n.E_CHUNK]
+    last = len(chunks) + 1  # with the usage chunk the caller did not ask for (counted, hidden)
+    assert last > 100
+    assert indices == [*range(1, 11), 50, 100, last]
+
+
 def test_broken_exporter_never_breaks_a_call(simulator: Any) -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
