@@ -224,6 +224,10 @@ class _OtelSide:
         holds plain doubles: queuing one allocates no Python object, so a long wait between collections neither
         grows what the garbage collector has to walk nor sets it off (a tuple per observation did both)."""
         self.queued = 0
+        self.drained = 0
+        """Observations recorded into the OTel histograms so far, and the seconds that took (``drain_seconds``):
+        the OTel SDK's price of our histograms, paid by whichever thread collects (``benchmarks/bench_overhead``)."""
+        self.drain_seconds = 0.0
         self._drain_lock = threading.Lock()
         self._attrs: dict[tuple[str, tuple[str, ...]], Mapping[str, str]] = {}
         self.histograms: dict[str, Any] = {}
@@ -292,6 +296,7 @@ class _OtelSide:
         next drain."""
         if not self._drain_lock.acquire(blocking=wait):
             return
+        started = time.perf_counter()
         try:
             budget = limit
             for name, buffers in self._buffers.items():
@@ -304,6 +309,7 @@ class _OtelSide:
                     taken = buffer[:n]
                     del buffer[:n]
                     self.queued -= n
+                    self.drained += n
                     attrs = self.attributes(family, values)
                     record = instrument.record
                     for amount in taken:
@@ -315,6 +321,7 @@ class _OtelSide:
             if limit is None:
                 self.queued = 0
         finally:
+            self.drain_seconds += time.perf_counter() - started
             self._drain_lock.release()
 
 
