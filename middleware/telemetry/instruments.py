@@ -225,8 +225,9 @@ class _OtelSide:
         grows what the garbage collector has to walk nor sets it off (a tuple per observation did both)."""
         self.queued = 0
         self.drained = 0
-        """Observations recorded into the OTel histograms so far, and the seconds that took (``drain_seconds``):
-        the OTel SDK's price of our histograms, paid by whichever thread collects (``benchmarks/bench_overhead``)."""
+        """Observations recorded into the OTel histograms so far, and the CPU seconds of the draining threads that
+        took (``drain_seconds``): the OTel SDK's price of our histograms, paid by whichever thread collects
+        (``benchmarks/bench_overhead`` prints it)."""
         self.drain_seconds = 0.0
         self._drain_lock = threading.Lock()
         self._attrs: dict[tuple[str, tuple[str, ...]], Mapping[str, str]] = {}
@@ -296,7 +297,7 @@ class _OtelSide:
         next drain."""
         if not self._drain_lock.acquire(blocking=wait):
             return
-        started = time.perf_counter()
+        started = time.thread_time()
         try:
             budget = limit
             for name, buffers in self._buffers.items():
@@ -321,7 +322,7 @@ class _OtelSide:
             if limit is None:
                 self.queued = 0
         finally:
-            self.drain_seconds += time.perf_counter() - started
+            self.drain_seconds += time.thread_time() - started
             self._drain_lock.release()
 
 
