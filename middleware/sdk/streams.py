@@ -105,36 +105,43 @@ def _strip(data: bytes) -> bytes:
     return data
 
 
-def strip_null_usage(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """The response bytes without the ``"usage": null`` members of chat chunks (see ``_NULL_USAGE``)."""
-    held = b""
-    for data in chunks:
-        if held:
-            data, held = held + data, b""
+class _NullUsageFilter:
+    """One response's bytes, read by read: the ``"usage": null`` members out, a cut one held to the next read."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held = b""
+
+    def feed(self, data: bytes) -> bytes:
+        """What of ``data`` (after what was held) can be passed on now."""
+        if self.held:
+            data, self.held = self.held + data, b""
         if _KEY in data:
             data = _strip(data)
         if data[-1:] != b"\n" and (keep := _held_tail(data)):  # a read that ends an event holds nothing back
-            data, held = data[:-keep], data[-keep:]
-        if data:
-            yield data
-    if held:
-        yield held
+            data, self.held = data[:-keep], data[-keep:]
+        return data
+
+
+def strip_null_usage(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The response bytes without the ``"usage": null`` members of chat chunks (see ``_NULL_USAGE``)."""
+    cut = _NullUsageFilter()
+    for data in chunks:
+        if out := cut.feed(data):
+            yield out
+    if cut.held:
+        yield cut.held
 
 
 async def astrip_null_usage(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """Async twin of :func:`strip_null_usage`."""
-    held = b""
+    cut = _NullUsageFilter()
     async for data in chunks:
-        if held:
-            data, held = held + data, b""
-        if _KEY in data:
-            data = _strip(data)
-        if data[-1:] != b"\n" and (keep := _held_tail(data)):  # a read that ends an event holds nothing back
-            data, held = data[:-keep], data[-keep:]
-        if data:
-            yield data
-    if held:
-        yield held
+        if out := cut.feed(data):
+            yield out
+    if cut.held:
+        yield cut.held
 
 
 class _NullUsageDecoder:
