@@ -6,10 +6,14 @@ alike: the raw ``openai`` SDK; the raw SDK instrumented by openai-v2 (one span, 
 for its blocks only); and the protected client (estimate, admission, retry loop, call and attempt spans,
 span events, every metric, ``/metrics`` registry). All telemetry is real: an SDK ``TracerProvider`` with a
 ``BatchSpanProcessor``, an SDK ``MeterProvider`` with a periodic reader, exporters that receive and drop.
+The per-call blocks add a fourth client: the same protection with the OTel API's no-op providers (what our own
+code costs without the OTel SDK).
 
 Printed: per-call median and p99 and the microseconds each adds to the raw SDK; per-stream (500 chunks)
-median and p99 ratios and the per-chunk cost; the cost of each stage inside the real protected call;
-memory per call; the throughput of 1,000 concurrent async calls, protected vs raw.
+median and p99 ratios, the per-chunk cost, and what OTel's ``record()`` of our queued histogram observations
+costs the collecting thread; the cost of each stage inside the real protected call and of the observer's
+per-chunk work; the OTel SDK's own price of each piece; memory per call; the throughput of 1,000 concurrent
+async calls, protected vs raw.
 
 Usage: ``python -m benchmarks.bench_overhead [--rounds 3] [--calls 2000] [--streams 300] [--chunks 500]``.
 """
@@ -105,6 +109,7 @@ class OpenAIv2:
 
 WARMUP = 5
 """Operations each variant runs before the timed blocks (connections, encoders, caches, the SDK's lazy imports)."""
+NOOP_OTEL = "protected, no-op OTel providers"
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -167,10 +172,10 @@ def report(title: str, times: dict[str, list[float]], unit: float, label: str) -
     raw = statistics.median(times["raw SDK"])
     raw99 = percentile(times["raw SDK"], 0.99)
     print(f"\n{title}")
-    print(f"{'client':<30}{'median':>12}{'p99':>12}{'added':>12}{'ratio':>8}{'p99 ratio':>11}")
+    print(f"{'client':<34}{'median':>12}{'p99':>12}{'added':>12}{'ratio':>8}{'p99 ratio':>11}")
     for name, values in times.items():
         med, p99 = statistics.median(values), percentile(values, 0.99)
-        print(f"{name:<30}{med * unit:>10.3f}{label}{p99 * unit:>10.3f}{label}"
+        print(f"{name:<34}{med * unit:>10.3f}{label}{p99 * unit:>10.3f}{label}"
               f"{(med - raw) * 1e6:>10.0f}us{med / raw:>8.3f}{p99 / raw99:>11.3f}")
 
 
@@ -384,8 +389,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"openai {openai.__version__}; {args.rounds} rounds, blocks interleaved; real TracerProvider with "
               "BatchSpanProcessor and MeterProvider with a periodic reader; /metrics registry on")
         if "calls" not in skip:
+            # The same protection with the OTel API's no-op providers (its own /metrics store still on): what the
+            # middleware's code costs without the OTel SDK's spans, events and instruments.
+            from opentelemetry.metrics import NoOpMeterProvider
+            from opentelemetry.trace import NoOpTracerProvider
+
+            untraced = protect(openai.OpenAI(api_key="sk-bench", base_url=sim.base_url, max_retries=0),
+                               pipeline=Pipeline(Config(), Recorder(registry=CollectorRegistry(),
+                                                                    tracer_provider=NoOpTracerProvider(),
+                                                                    meter_provider=NoOpMeterProvider())))
             times = interleave({"raw SDK": (per_call(raw), None), "openai-v2 instrumentation": (per_call(raw), v2),
-                                "protected (middleware)": (per_call(protected), None)},
+                                "protected (middleware)": (per_call(protected), None),
+                                NOOP_OTEL: (per_call(untraced), None)},
                                args.calls, 100, args.rounds)
             report(f"Per call ({args.calls} x {args.rounds} sequential non-streaming calls each)", times, 1e3, "ms")
         if "streams" not in skip:
