@@ -80,11 +80,10 @@ def put_observer(response: Any, observer: Any) -> None:
 # ``stream_options.include_usage`` makes every chat chunk carry ``"usage": null`` until the last one. When the
 # middleware asked for usage and the caller did not, those bytes are taken out of the response before the SDK's
 # SSE decoder sees them: the caller's chunks are then exactly what the raw SDK gives it (``usage`` not set, as
-# ``model_dump(exclude_unset=True)`` and ``to_dict()`` show), and the SDK does not parse a field on every chunk
-# (2-5 us a chunk on openai 3.x: ``benchmarks/bench_overhead.py``). Only these exact spellings are removed: inside
-# a JSON string quotes are escaped, so they can only be a key of an object, and a ``"usage": null`` key means what
-# an absent one means to the SDK's models. A network read that ends inside one holds back those few bytes (never
-# an event's end) until the next read completes them.
+# ``model_dump(exclude_unset=True)`` and ``to_dict()`` show), and the SDK does not parse a field on every chunk.
+# Only these exact spellings are removed: inside a JSON string quotes are escaped, so they can only be a key of an
+# object, and a ``"usage": null`` key means what an absent one means to the SDK's models. A network read that ends
+# inside one holds back those few bytes (never an event's end) until the next read completes them.
 _NULL_USAGE = (b',"usage":null', b', "usage": null')
 _KEY = b'"usage"'
 

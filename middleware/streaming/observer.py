@@ -173,7 +173,7 @@ class StreamObserver:
     def hides_null_usage(self) -> bool:
         """A chat stream whose usage the middleware asked for, the caller not: its chunks' ``"usage": null``
         is taken out before the SDK parses them (``middleware.sdk.streams``)."""
-        return self.ctx.operation == "chat" and not self.ctx.include_usage_requested
+        return self._chat and not self.ctx.include_usage_requested
 
     def abandon_unclaimed(self) -> None:
         """The raw response was collected without its stream ever being built: end the call as abandoned."""
