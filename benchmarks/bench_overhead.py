@@ -15,7 +15,8 @@ costs the collecting thread; the cost of each stage inside the real protected ca
 per-chunk work; the OTel SDK's own price of each piece; memory per call; the throughput of 1,000 concurrent
 async calls, protected vs raw.
 
-Usage: ``python -m benchmarks.bench_overhead [--rounds 3] [--calls 2000] [--streams 300] [--chunks 500]``.
+Usage: ``python -m benchmarks.bench_overhead [--rounds 3] [--calls 2000] [--streams 300] [--chunks 500]
+[--ratelimit-headers] [--skip calls,streams,stages,floor,memory,concurrent]``.
 """
 
 from __future__ import annotations
@@ -110,6 +111,9 @@ class OpenAIv2:
 WARMUP = 5
 """Operations each variant runs before the timed blocks (connections, encoders, caches, the SDK's lazy imports)."""
 NOOP_OTEL = "protected, no-op OTel providers"
+RATELIMIT_RPM = 1_000_000_000
+RATELIMIT_TPM = 1_000_000_000_000
+"""``--ratelimit-headers``: limits the simulator enforces and reports, far above anything the benchmark sends."""
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -371,6 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--streams", type=int, default=300, help="streams per client per round")
     p.add_argument("--chunks", type=int, default=500)
     p.add_argument("--concurrent", type=int, default=1000)
+    p.add_argument("--ratelimit-headers", action="store_true",
+                   help="the simulator sends x-ratelimit-* headers on every response, as OpenAI does (limits far above "
+                        "the load: nobody is throttled); by default it sends none, like vLLM and many gateways")
     p.add_argument("--skip", default="",
                    help="comma list of parts to skip: calls,streams,stages,floor,memory,concurrent")
     args = p.parse_args(argv)
@@ -382,12 +389,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         meter_provider=telemetry.meter_provider)
     pipeline = Pipeline(Config(), recorder)
     v2 = OpenAIv2(telemetry)
-    with start_subprocess(SimulatorConfig()) as sim:
+    upstream = SimulatorConfig(rpm=RATELIMIT_RPM, tpm=RATELIMIT_TPM) if args.ratelimit_headers else SimulatorConfig()
+    with start_subprocess(upstream) as sim:
         raw = openai.OpenAI(api_key="sk-bench", base_url=sim.base_url, max_retries=0)
         protected = protect(openai.OpenAI(api_key="sk-bench", base_url=sim.base_url, max_retries=0),
                             pipeline=pipeline)
         print(f"openai {openai.__version__}; {args.rounds} rounds, blocks interleaved; real TracerProvider with "
-              "BatchSpanProcessor and MeterProvider with a periodic reader; /metrics registry on")
+              "BatchSpanProcessor and MeterProvider with a periodic reader; /metrics registry on; the simulator "
+              f"sends {'x-ratelimit-* headers' if args.ratelimit_headers else 'no x-ratelimit-* headers'}")
         if "calls" not in skip:
             # The same protection with the OTel API's no-op providers (its own /metrics store still on): what the
             # middleware's code costs without the OTel SDK's spans, events and instruments.

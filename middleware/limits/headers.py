@@ -7,7 +7,6 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from ..sdk import compat
 
@@ -109,6 +108,9 @@ class RatelimitHeaders:
         return value
 
 
+ABSENT = RatelimitHeaders(errors=("absent",))
+"""The parse of a response without any ``x-ratelimit-*`` header (one shared value: the limiter tests for it)."""
+
 _FIELDS = tuple((f"{kind}_{resource}", f"{_PREFIX}{kind}-{resource}", kind)
                 for kind in _KINDS for resource in _RESOURCES)
 
@@ -116,12 +118,12 @@ _FIELDS = tuple((f"{kind}_{resource}", f"{_PREFIX}{kind}-{resource}", kind)
 def _rate_limit_values(headers: Mapping[str, str]) -> dict[str, object]:
     """The ``x-ratelimit-*`` values present, by lower-case name (this runs on every response).
 
-    The SDK's headers hand out lower-cased names in one pass (``multi_items``; each ``get`` would
-    scan them all); plain mappings may spell names in any case and are lower-cased here.
+    The SDK's headers are read in one pass that decodes only the matching ones (each ``get`` would scan them
+    all); plain mappings may spell names in any case and are lower-cased here.
     """
-    if compat.is_sdk_headers(headers):
-        sdk_headers: Any = headers
-        return {k: v for k, v in sdk_headers.multi_items() if k.startswith(_PREFIX)}
+    items = compat.header_items_with_prefix(headers, _PREFIX)
+    if items is not None:
+        return dict(items)
     return {low: v for k, v in headers.items() if isinstance(k, str) and (low := k.lower()).startswith(_PREFIX)}
 
 
@@ -132,7 +134,7 @@ def parse_ratelimit_headers(headers: Mapping[str, str]) -> RatelimitHeaders:
     except Exception:
         return RatelimitHeaders(errors=("invalid_headers",))
     if not found:
-        return RatelimitHeaders(errors=("absent",))
+        return ABSENT
     values: dict[str, float | None] = {}
     errors: list[str] = []
     for field, name, kind in _FIELDS:

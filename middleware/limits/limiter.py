@@ -57,7 +57,7 @@ from typing import Any
 
 from middleware.errors import RequestTooLarge, ThrottleTimeout
 from middleware.limits.events import LimiterEvents, NoopEvents, SafeEvents
-from middleware.limits.headers import RatelimitHeaders, parse_ratelimit_headers
+from middleware.limits.headers import ABSENT, RatelimitHeaders, parse_ratelimit_headers
 from middleware.limits.memory import MemoryBackend
 from middleware.limits.router import BACKEND_ERRORS, Backend, Router
 from middleware.limits.types import (
@@ -497,6 +497,13 @@ class Limiter:
     def _learn(self, key: LimiterKey, parsed: RatelimitHeaders, reservation: Reservation | None,
                refused: bool = False) -> bool:
         """Learn from parsed headers; True when they were compared with the reservation's prediction."""
+        if parsed is ABSENT:  # an upstream that sends no limits (vLLM, many gateways): nothing to learn
+            self._events.ratelimit_header_error("absent")
+            if reservation is not None:
+                self._leave_initial(reservation)
+            if not refused:
+                self._end_initial(key, reservation, headerless=True)
+            return False
         for reason in parsed.errors:
             self._events.ratelimit_header_error(reason)
         seen = LearnedLimits(

@@ -88,6 +88,23 @@ def is_sdk_headers(value: object) -> bool:
     return cls.__name__ == "Headers" and cls.__module__.split(".", 1)[0] in ("httpx", "httpx2")
 
 
+def header_items_with_prefix(headers: object, prefix: str) -> list[tuple[str, str]] | None:
+    """``(lower-case name, value)`` of the HTTP library's headers whose name starts with ``prefix`` (lower case),
+    decoding only those; ``None`` when ``headers`` is not the library's ``Headers``.
+
+    ``multi_items()`` decodes every name and value of the response; this runs on every response and wants
+    six of them, so it reads the library's ``(raw name, lower-case name, value)`` list directly.
+    """
+    if not is_sdk_headers(headers):
+        return None
+    items = getattr(headers, "_list", None)
+    if not isinstance(items, list):
+        return [(k, v) for k, v in headers.multi_items() if k.startswith(prefix)]  # type: ignore[attr-defined]
+    wanted = prefix.encode("ascii")
+    encoding: str = headers.encoding  # type: ignore[attr-defined]
+    return [(name.decode(encoding), value.decode(encoding)) for _, name, value in items if name.startswith(wanted)]
+
+
 def idle_timeout(read_seconds: float, connect_seconds: float) -> Any:
     """A timeout of the SDK's HTTP library: ``read_seconds`` without bytes counts as a stall."""
     return _http.Timeout(read_seconds, connect=connect_seconds)

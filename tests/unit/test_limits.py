@@ -297,3 +297,20 @@ def test_threads_share_one_budget() -> None:
     assert len(admitted) == 120
     assert len(admitted) <= 50 + 100 * elapsed + 1  # capacity + refill over the run
     assert elapsed > (120 - 50) / 100 * 0.95  # and it did have to wait
+
+
+def test_a_headerless_answer_ends_the_first_burst_and_is_counted() -> None:
+    """An upstream that sends no x-ratelimit-* header (vLLM, many gateways): its first answer ends the key's
+    first burst (the calls after it are no longer held to ``initial_concurrency``), once per answer counted as
+    ``absent``; nothing is learned and no window is estimated."""
+    clock, events = Clock(), Events()
+    lim = Limiter(LimitConfig(initial_concurrency=1, initial_wait_seconds=5.0, max_wait_seconds=10.0), events,
+                  clock=clock, sleep=clock.sleep)
+    first = lim.reserve(KEY, 10)
+    assert first.probe and clock.slept == []
+    lim.learn(KEY, {"content-type": "application/json", "x-request-id": "req_1"}, first)
+    held = [lim.reserve(KEY, 10) for _ in range(3)]  # in flight together: no longer one at a time
+    assert clock.slept == [] and not any(r.probe for r in held)
+    lim.learn(KEY, {}, held[0])
+    assert events.named("ratelimit_header_error") == [("absent",), ("absent",)]
+    assert events.named("limits_learned") == [] and lim.snapshot(KEY) == {} and lim.learned_window(KEY) is None

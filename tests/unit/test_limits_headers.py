@@ -9,6 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from middleware.limits import format_go_duration, parse_go_duration, parse_ratelimit_headers
+from middleware.sdk import compat
+from tests.http import http
 
 
 @pytest.mark.parametrize(
@@ -74,3 +76,23 @@ def test_missing_and_garbage_values_are_none_with_reasons() -> None:
     assert "invalid_limit_requests" in parsed.errors
     assert "missing_limit_tokens" in parsed.errors
     assert parse_ratelimit_headers({"content-type": "application/json"}).errors == ("absent",)
+
+
+_NAMES = st.sampled_from(["X-RateLimit-Limit-Requests", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens",
+                          "X-RATELIMIT-X", "x-ratelimit", "content-type", "x-request-id", "X-Ratelimit-Limit-Tokens"])
+_VALUES = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FF, blacklist_characters="\x7f"), max_size=12)
+
+
+@given(st.lists(st.tuples(_NAMES, _VALUES), max_size=12))
+def test_sdk_headers_are_read_as_the_http_library_reads_them(items: list[tuple[str, str]]) -> None:
+    """The limiter's one-pass read of the SDK's headers (it decodes only the x-ratelimit-* ones) finds what the
+    HTTP library's own public ``multi_items()`` gives for them: case, repeats, non-ASCII values alike."""
+    headers = http.Headers([(k, v.encode("utf-8")) for k, v in items])
+    expected = {k: v for k, v in headers.multi_items() if k.startswith("x-ratelimit-")}
+    found = compat.header_items_with_prefix(headers, "x-ratelimit-")
+    assert found is not None and dict(found) == expected
+    assert parse_ratelimit_headers(headers) == parse_ratelimit_headers(dict(headers.multi_items()))
+
+
+def test_plain_mappings_are_not_read_as_sdk_headers() -> None:
+    assert compat.header_items_with_prefix({"x-ratelimit-limit-requests": "1"}, "x-ratelimit-") is None
