@@ -65,6 +65,7 @@ from middleware.limits.types import (
     LEARNABLE,
     REASON_COOLDOWN,
     REASON_NO_LIMITS,
+    REQUESTS,
     TOKENS,
     BackendDecision,
     LearnedLimits,
@@ -107,6 +108,18 @@ class _Bounded(OrderedDict[str, Any]):
         while len(self) > self.limit:
             self.popitem(last=False)
         return value
+
+
+def _present(requests: float | None, tokens: float | None) -> dict[str, float]:
+    """The values given, by learnable bucket (``LEARNABLE``)."""
+    if requests is not None and tokens is not None:
+        return {REQUESTS: requests, TOKENS: tokens}
+    out: dict[str, float] = {}
+    if requests is not None:
+        out[REQUESTS] = requests
+    if tokens is not None:
+        out[TOKENS] = tokens
+    return out
 
 
 class Limiter:
@@ -506,11 +519,9 @@ class Limiter:
             return False
         for reason in parsed.errors:
             self._events.ratelimit_header_error(reason)
-        seen = LearnedLimits(
-            {r: v for r in LEARNABLE if (v := parsed.limit(r)) is not None},
-            {r: v for r in LEARNABLE if (v := parsed.remaining(r)) is not None},
-            self._learn_window(key, parsed, charged=not refused),
-        )
+        seen = LearnedLimits(_present(parsed.limit_requests, parsed.limit_tokens),
+                             _present(parsed.remaining_requests, parsed.remaining_tokens),
+                             self._learn_window(key, parsed, charged=not refused))
         if not seen.limits and not seen.remaining:
             if reservation is not None:
                 self._leave_initial(reservation)
