@@ -86,6 +86,8 @@ def put_observer(response: Any, observer: Any) -> None:
 # inside one holds back those few bytes (never an event's end) until the next read completes them.
 _NULL_USAGE = (b',"usage":null', b', "usage": null')
 _KEY = b'"usage"'
+_LAST_NULL_USAGE = b',"usage":null}\n\n'
+_LAST_LEN = len(_LAST_NULL_USAGE)
 
 
 def _held_tail(data: bytes) -> int:
@@ -116,6 +118,9 @@ class _NullUsageFilter:
         """What of ``data`` (after what was held) can be passed on now."""
         if self.held:
             data, self.held = self.held + data, b""
+        elif data.endswith(_LAST_NULL_USAGE) and data.rfind(_KEY, 0, -_LAST_LEN) < 0:
+            # the usual read (OpenAI's spelling): one event whose last member is the only "usage"
+            return data[:-_LAST_LEN] + b"}\n\n"
         if _KEY in data:
             data = _strip(data)
         if data[-1:] != b"\n" and (keep := _held_tail(data)):  # a read that ends an event holds nothing back

@@ -60,6 +60,23 @@ def test_any_split_gives_the_events_without_null_usage(evts: list[dict[str, obje
     assert all(out)  # never an empty read
 
 
+@settings(max_examples=200, deadline=None)
+@given(events(), st.booleans(), st.lists(st.integers(1, 3), max_size=8))
+def test_reads_along_event_ends_give_the_events_without_null_usage(
+        evts: list[dict[str, object]], spaced: bool, per_read: list[int]) -> None:
+    # What a server that flushes each event gives (one read per event, or a few): the usual reads, the
+    # filter's short path for an event whose only "usage" is its last member, and the general one for the rest.
+    pieces = [piece + b"\n\n" for piece in encode(evts, spaced).split(b"\n\n") if piece]
+    reads, i = [], 0
+    for n in [*per_read, len(pieces)]:
+        if i < len(pieces):
+            reads.append(b"".join(pieces[i:i + n]))
+            i += n
+    out = list(strip_null_usage(iter(reads)))
+    assert decoded(b"".join(out)) == without_null_usage(evts)
+    assert len(out) == len(reads)  # each read that ends an event is passed on at once
+
+
 @settings(max_examples=100, deadline=None)
 @given(events(), st.lists(st.integers(0, 10_000), max_size=30))
 def test_async_twin_agrees(evts: list[dict[str, object]], cuts: list[int]) -> None:
