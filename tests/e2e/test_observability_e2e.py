@@ -254,19 +254,22 @@ def _pct(share: float, spec: str) -> Callable[[str, int], dict[str, str]]:
 
 
 def _stream_faults(op: str, i: int) -> dict[str, str]:
-    """Stream calls (odd indexes, see OPS) cycle through stall, cut, slow first chunk and none.
+    """Stream calls (odd indexes, see OPS) cycle through stall, cut, slow first chunk and cut again.
 
-    Each fault applies once per call (``x-sim-fault-once``; resumed requests replay the call's
-    headers): a stalled stream resumes successfully, while the resumed requests of a cut stream are
-    answered 400 (``x-sim-fault-then``), so they fail terminally and, after ``max_resumptions``, the
-    call ends with StreamInterrupted: real failed resumptions. Responses streams (not background)
-    are not resumable and just end interrupted.
+    Two cuts in four keep failed resumptions coming while slow first chunks and stalls hold the workers for
+    seconds. With one cut and a call without a fault in its place, LlmStreamResumptionFailures fired after 15-40 s
+    and once not within the phase's 60 s. The likely cause: a 5 s rate window (scaled) without any resumption gives
+    the failure ratio no value, and the alert's 10 s ``for`` starts over.
+
+    Each fault applies once per call (``x-sim-fault-once``; resumed requests replay the call's headers): a stalled
+    stream resumes successfully, while the resumed requests of a cut stream are answered 400
+    (``x-sim-fault-then``), so they fail terminally and, after ``max_resumptions``, the call ends with
+    StreamInterrupted: real failed resumptions. Responses streams (not background) are not resumable and just end
+    interrupted.
     """
     if i % 2 == 0:
         return {}
-    spec = ("stall_after=2;stall_s=2", "cut_after=3", "delay=6", "")[(i // 2) % 4]
-    if not spec:
-        return {}
+    spec = ("stall_after=2;stall_s=2", "cut_after=3", "delay=6", "cut_after=3")[(i // 2) % 4]
     headers = {"x-sim-fault": spec, "x-sim-fault-once": f"e2e-{i}"}
     if spec.startswith("cut_after"):
         headers["x-sim-fault-then"] = "status=400;message=continuation rejected (injected)"
