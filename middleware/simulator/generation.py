@@ -69,7 +69,7 @@ class PromptCache:
         digests: list[tuple[int, bytes]] = []
         start = 0
         for end in range(CACHE_MIN_TOKENS, len(tokens) + 1, CACHE_STEP_TOKENS):
-            h.update(array("I", tokens[start:end]).tobytes())
+            h.update(array("Q", tokens[start:end]).tobytes())  # 64 bits: the byte fallback's ids pass 2**32
             start = end
             digests.append((end, h.digest()))
         cached = 0

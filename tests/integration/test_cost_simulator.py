@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from middleware.cost import CostServices, Usage, usage_from
-from middleware.simulator import Simulator
+from middleware.simulator import Simulator, SimulatorConfig, start_subprocess
 from middleware.tokens import count_request_prompt_tokens
 
 M = 1_000_000
@@ -154,3 +154,21 @@ def test_an_interrupted_stream_costs_what_it_and_its_resumption_consumed(simulat
     expected = (broken.input_tokens * 0.40 + 25 * 1.60 + reported.input_tokens * 0.40 + 35 * 1.60) / M
     assert total.total_usd == pytest.approx(expected, rel=1e-12)
     assert reported.input_tokens > broken.input_tokens  # the resumption re-sends the prompt and the partial text
+
+
+def test_without_tokenizer_data_a_long_prompt_is_answered_and_cached(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Any) -> None:
+    """Without tiktoken's data the simulator counts in groups of up to 4 bytes, whose ids pass 2**32: a prompt of
+    more than 1,024 of them is answered (its prompt-cache digest overflowed into a 500 before) and its repeat is
+    cached by OpenAI's rule."""
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # empty: no encoding loads, in the simulator either
+    with start_subprocess(SimulatorConfig()) as sim:
+        client = openai.OpenAI(api_key="sk-test", base_url=sim.base_url, max_retries=0)
+        messages = [{"role": "system", "content": "A line of the team handbook. " * 300},
+                    {"role": "user", "content": "Summarise it."}]
+        first = client.chat.completions.create(model="gpt-4o-mini", messages=messages, max_tokens=5)
+        second = client.chat.completions.create(model="gpt-4o-mini", messages=messages, max_tokens=5)
+    assert first.usage is not None and second.usage is not None
+    assert first.usage.prompt_tokens > 1024
+    assert (first.usage.prompt_tokens_details.cached_tokens or 0) == 0
+    assert second.usage.prompt_tokens_details.cached_tokens == cached_by_rule(second.usage.prompt_tokens)
